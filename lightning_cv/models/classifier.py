@@ -1,0 +1,463 @@
+"""ImageClassifier: a LightningModule around any timm backbone, and its family presets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from lightning_cv.losses import soft_target_cross_entropy
+from lightning_cv.models.backbone import check_backbone_name, create_backbone, resolve_data_config
+from lightning_cv.models.freezing import (
+    LayerGroup,
+    apply_freezing,
+    auto_frozen_groups,
+    eval_frozen_modules,
+    frozen_groups_at_epoch,
+    layer_groups,
+)
+from lightning_cv.models.metrics import build_metrics, confusion_matrix_figure
+from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups, check_optimizer
+from lightning_cv.optim.schedules import build_scheduler, check_scheduler
+
+__all__ = ["ImageClassifier"]
+
+_CKPT_KEY = "lightning_cv"
+
+
+class ImageClassifier(LightningModule):
+    """Image classification by transfer learning from any timm backbone.
+
+    How much to freeze depends mostly on how much data you have: with fewer than ~10k images train only the head
+    (``freeze_backbone=True``, feature extraction), up to ~100k freeze the early layers (``freeze_layers=N``), above
+    that fine-tune everything; ``freeze_backbone="auto"`` applies this rule at fit start. ``unfreeze_milestones``
+    thaws frozen groups gradually (one milestone at epoch 3 is fastai's ``fine_tune(freeze_epochs=3)``), and
+    ``layer_decay`` gives layers near the input smaller learning rates (BEiT/ViT fine-tuning recipes).
+
+    Args:
+        num_classes: number of classes (at least 2).
+        backbone: a timm model name (``timm.list_models()``), optionally with a pretrained tag.
+        pretrained: ``True`` for timm's pretrained weights (downloaded once, then cached), a path to a local
+            ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict or checkpoint, or ``False`` for random weights.
+        backbone_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
+        drop_rate: dropout before the classification head.
+        class_names: names of the classes in label order; predictions and checkpoints carry them.
+        freeze_backbone: ``True`` freezes everything but the head, ``"auto"`` chooses from the training-set size.
+        freeze_layers: freeze the first N layer groups (see :attr:`layer_groups`).
+        unfreeze_milestones: epochs at which the frozen groups thaw, deepest first, in equal steps; all are trainable
+            from the last milestone on.
+        label_smoothing: applied to hard labels and to mixed (soft) targets alike.
+        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` (or any timm optimizer name), or a callable taking parameter
+            groups, as LightningCLI injects. Norm and bias parameters never get weight decay.
+        lr: base learning rate (the head's, with ``layer_decay``).
+        weight_decay: weight decay of weight matrices and convolution kernels.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum for SGD.
+        layer_decay: layer-wise LR decay factor in (0, 1]; ``None`` disables it.
+        scheduler: ``"cosine"``, ``"onecycle"``, ``"step"`` or ``"constant"``, stepped every optimizer step.
+        warmup_epochs: linear warmup length in epochs (may be fractional); or give ``warmup_steps``.
+        warmup_steps: linear warmup length in optimizer steps.
+        warmup_start_factor: warmup starts at this fraction of each group's learning rate.
+        eta_min: the cosine schedule's final learning rate (scaled like the groups under ``layer_decay``).
+        step_size: epochs between LR drops for ``scheduler="step"``.
+        gamma: LR multiplier at each drop for ``scheduler="step"``.
+        top_k: also report top-k accuracy (k is capped at ``num_classes``; 1 disables it).
+        calibration_bins: bins of the expected calibration error.
+        log_confusion_matrix: log the validation confusion matrix as a figure where the logger takes images.
+
+    Example:
+        >>> model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, freeze_layers=2)
+        >>> [g.name for g in model.layer_groups][:2], model.num_frozen_groups
+        (['conv1, bn1', 'layer1'], 2)
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        backbone: str = "resnet50",
+        pretrained: bool | str = True,
+        backbone_kwargs: dict[str, Any] | None = None,
+        drop_rate: float = 0.0,
+        class_names: list[str] | None = None,
+        freeze_backbone: bool | Literal["auto"] = False,
+        freeze_layers: int = 0,
+        unfreeze_milestones: list[int] | None = None,
+        label_smoothing: float = 0.0,
+        optimizer: str | OptimizerCallable = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        layer_decay: float | None = None,
+        scheduler: str = "cosine",
+        warmup_epochs: float = 0.0,
+        warmup_steps: int = 0,
+        warmup_start_factor: float = 0.01,
+        eta_min: float = 0.0,
+        step_size: int = 30,
+        gamma: float = 0.1,
+        top_k: int = 5,
+        calibration_bins: int = 15,
+        log_confusion_matrix: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(pretrained, os.PathLike):
+            pretrained = os.fspath(pretrained)  # hyperparameters must load with weights_only=True: no Path objects
+        class_names = list(class_names) if class_names is not None else None
+        _validate_arguments(locals())
+        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
+        if callable(optimizer):
+            rank_zero_info("A callable optimizer is not saved in the checkpoint's hyperparameters.")
+
+        self._optimizer_spec = optimizer
+        self.model = create_backbone(
+            backbone,
+            num_classes=num_classes,
+            pretrained=pretrained,
+            drop_rate=drop_rate,
+            backbone_kwargs=backbone_kwargs,
+        )
+        self.data_config: dict[str, Any] = resolve_data_config(self.model, backbone_kwargs)
+        self.example_input_array = torch.zeros(1, *self.data_config["input_size"])
+
+        self._groups: list[LayerGroup] = layer_groups(self.model)
+        if freeze_layers > len(self._groups):
+            raise ValueError(
+                f"`freeze_layers={freeze_layers}` is more than the {len(self._groups)} layer groups of {backbone!r} "
+                f"({', '.join(g.name for g in self._groups)}). Use at most {len(self._groups)}, or "
+                "`freeze_backbone=True` to freeze them all."
+            )
+        self._initial_frozen: int | None = None  # None until "auto" is resolved at fit start
+        if freeze_backbone is True:
+            self._initial_frozen = len(self._groups)
+        elif freeze_backbone is False:
+            self._initial_frozen = freeze_layers
+        self._num_frozen = 0
+        self.set_frozen_groups(self._initial_frozen or 0)
+
+        self.val_metrics = build_metrics(num_classes, top_k=top_k, calibration_bins=calibration_bins, prefix="val_")
+        self.test_metrics = self.val_metrics.clone(prefix="test_")
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        self.val_confmat = MulticlassConfusionMatrix(num_classes)
+        self.test_confmat = MulticlassConfusionMatrix(num_classes)
+        #: the last confusion matrix computed at validation or test end (rows: true class), on the CPU
+        self.confusion_matrix: Tensor | None = None
+
+    # ------------------------------------------------------------------ freezing
+    @property
+    def layer_groups(self) -> list[LayerGroup]:
+        """The backbone's layer groups from input to output (the head is not one of them)."""
+        return list(self._groups)
+
+    @property
+    def num_frozen_groups(self) -> int:
+        """How many layer groups, counted from the input, are frozen now."""
+        return self._num_frozen
+
+    def set_frozen_groups(self, num_frozen: int) -> None:
+        """Freeze the first ``num_frozen`` layer groups and unfreeze the rest.
+
+        Every parameter is in the optimizer from the start, so this may be called at any time during training.
+        """
+        apply_freezing(self.model, self._groups, num_frozen)
+        self._num_frozen = num_frozen
+        if self.training:
+            eval_frozen_modules(self.model)
+        else:
+            self.model.eval()
+
+    def num_trainable_parameters(self) -> int:
+        """The number of parameters that receive gradients now."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def describe_freezing(self) -> str:
+        """A table of the layer groups, their sizes and which are frozen, with the trainable count."""
+        rows = []
+        for g in self._groups:
+            size = sum(self.model.get_parameter(n).numel() for n in g.param_names)
+            state = "frozen" if g.index < self._num_frozen else "trainable"
+            rows.append(f"  {g.index:>3}  {g.name:<40} {size:>12,}  {state}")
+        head = sum(p.numel() for p in self.model.get_classifier().parameters())
+        rows.append(f"  {'':>3}  {'head (' + type(self.model.get_classifier()).__name__ + ')':<40} {head:>12,}  trainable")
+        total = sum(p.numel() for p in self.parameters())
+        return (
+            f"Layer groups of {self.hparams['backbone']!r} ({self._num_frozen} of {len(self._groups)} frozen):\n"
+            + "\n".join(rows)
+            + f"\nTrainable parameters: {self.num_trainable_parameters():,} of {total:,}"
+        )
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        super().train(mode)
+        if mode:
+            eval_frozen_modules(self.model)  # frozen BatchNorm keeps its running statistics
+        return self
+
+    def _train_set_size(self) -> int:
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        try:
+            return len(dataset)  # type: ignore[arg-type]
+        except TypeError as err:
+            raise ValueError(
+                "`freeze_backbone='auto'` needs the training-set size, but the training dataset has no len(). "
+                "Choose a policy yourself: `freeze_backbone=True`, `freeze_layers=N` or `freeze_backbone=False`."
+            ) from err
+
+    def _apply_freeze_schedule(self) -> None:
+        assert self._initial_frozen is not None
+        target = frozen_groups_at_epoch(
+            self.current_epoch, self._initial_frozen, self.hparams["unfreeze_milestones"]
+        )
+        if target == self._num_frozen:
+            return
+        self.set_frozen_groups(target)
+        rank_zero_info(
+            f"Epoch {self.current_epoch}: {target} of {len(self._groups)} layer groups frozen, "
+            f"{self.num_trainable_parameters():,} trainable parameters."
+        )
+        _rewrap_ddp(self)
+
+    def on_train_start(self) -> None:
+        if self._initial_frozen is None:
+            self._initial_frozen, reason = auto_frozen_groups(self._train_set_size(), len(self._groups))
+            rank_zero_info(f"freeze_backbone='auto': {reason}.")
+            self.set_frozen_groups(self._initial_frozen)
+            _rewrap_ddp(self)
+        self._apply_freeze_schedule()
+        rank_zero_info(self.describe_freezing())
+
+    def on_train_epoch_start(self) -> None:
+        if self._initial_frozen is not None:
+            self._apply_freeze_schedule()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[_CKPT_KEY] = {"initial_frozen": self._initial_frozen, "num_frozen": self._num_frozen}
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, dict) and "pretrained" in hparams:
+            # The weights are in the state dict: rebuilding from the checkpoint must not download or read a file.
+            hparams["pretrained"] = False
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(_CKPT_KEY)
+        if isinstance(state, dict):
+            if state.get("initial_frozen") is not None:
+                self._initial_frozen = int(state["initial_frozen"])
+            self.set_frozen_groups(int(state.get("num_frozen", self._num_frozen)))
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images, target = _unpack(batch)
+        logits = self(images)
+        smoothing = self.hparams["label_smoothing"]
+        if target.ndim == 2:
+            loss = soft_target_cross_entropy(logits, target, smoothing)
+        else:
+            loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        images, target = _unpack(batch)
+        if target.ndim == 2:
+            target = target.argmax(dim=1)
+        logits = self(images)
+        loss = F.cross_entropy(logits, target)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        confmat = self.val_confmat if stage == "val" else self.test_confmat
+        probs = logits.float().softmax(dim=1)
+        metrics.update(probs, target)
+        confmat.update(probs, target)
+        n = images.shape[0]
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=n)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Predicted class indices, class probabilities and (when known) predicted class names."""
+        images = _unpack_images(batch)
+        probs = self(images).float().softmax(dim=1)
+        conf, preds = probs.max(dim=1)
+        out: dict[str, Any] = {"preds": preds, "probs": probs, "confidence": conf}
+        names = self.hparams.get("class_names")
+        if names:
+            out["class_names"] = [names[i] for i in preds.tolist()]
+        return out
+
+    def _end_of_eval(self, stage: str) -> None:
+        confmat = self.val_confmat if stage == "val" else self.test_confmat
+        if confmat.update_count == 0:
+            return
+        self.confusion_matrix = confmat.compute().cpu()
+        confmat.reset()
+        if self.trainer.sanity_checking or not self.hparams["log_confusion_matrix"]:
+            return
+        if not self.trainer.is_global_zero:
+            return
+        targets = [lg.experiment for lg in self.loggers if hasattr(lg.experiment, "add_figure")]
+        if not targets:
+            return
+        try:
+            figure = confusion_matrix_figure(self.confusion_matrix, self.hparams.get("class_names"))
+        except ImportError as err:
+            rank_zero_warn(f"Not logging the confusion matrix: {err}")
+            return
+        for experiment in targets:
+            experiment.add_figure(f"{stage}_confusion_matrix", figure, global_step=self.global_step)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_of_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_of_eval("test")
+
+    # ------------------------------------------------------------------ optimization
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        groups = build_param_groups(self.model, hp["weight_decay"], hp["layer_decay"])
+        optimizer = build_optimizer(
+            self._optimizer_spec, groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"]
+        )
+        total = self.trainer.estimated_stepping_batches
+        per_epoch = max(1, -(-int(self.trainer.num_training_batches) // self.trainer.accumulate_grad_batches))
+        if self.trainer.num_training_batches == float("inf"):
+            per_epoch = 1
+        warmup = hp["warmup_steps"] or round(hp["warmup_epochs"] * per_epoch)
+        scheduler = build_scheduler(
+            optimizer,
+            hp["scheduler"],
+            total_steps=total,
+            steps_per_epoch=per_epoch,
+            warmup_steps=warmup,
+            warmup_start_factor=hp["warmup_start_factor"],
+            min_ratio=hp["eta_min"] / hp["lr"],
+            step_size=hp["step_size"],
+            gamma=hp["gamma"],
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+
+def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
+    if isinstance(batch, dict):
+        images = next((batch[k] for k in ("image", "images", "input") if k in batch), None)
+        target = next((batch[k] for k in ("target", "label", "labels", "targets") if k in batch), None)
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        images, target = batch[0], batch[1]
+    else:
+        images = target = None
+    if not isinstance(images, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(
+            "Expected a batch of (images, targets) or a dict with 'image' and 'target' tensors, "
+            f"but got {type(batch).__name__}."
+        )
+    return images, target
+
+
+def _unpack_images(batch: Any) -> Tensor:
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, dict):
+        for key in ("image", "images", "input"):
+            if isinstance(batch.get(key), Tensor):
+                return batch[key]
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise TypeError(f"Expected a batch of images (a tensor, a tuple starting with one, or a dict), got {type(batch)}.")
+
+
+def _rewrap_ddp(module: LightningModule) -> None:
+    """Re-create the DDP wrapper after ``requires_grad`` changed.
+
+    DDP registers for gradient all-reduce only the parameters that required grad when it was wrapped: a group
+    unfrozen later would silently train differently on every rank. Lightning has no public hook for this.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    trainer = module._trainer
+    strategy = getattr(trainer, "strategy", None)
+    if strategy is None or not isinstance(getattr(strategy, "model", None), DistributedDataParallel):
+        return
+    setup_model = getattr(strategy, "_setup_model", None)
+    if setup_model is None:
+        raise RuntimeError(
+            "Changing which layers are frozen under this DDP strategy is not supported by this Lightning version. "
+            "Train without `unfreeze_milestones`/`freeze_backbone='auto'`, or on a single device."
+        )
+    strategy.model = setup_model(module)
+    register = getattr(strategy, "_register_ddp_hooks", None)
+    if callable(register):
+        register()
+
+
+def _validate_arguments(args: dict[str, Any]) -> None:
+    """Fail fast, in ``__init__``, with the fix in the message."""
+    num_classes = args["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}.")
+    names: Sequence[str] | None = args["class_names"]
+    if names is not None and len(names) != num_classes:
+        raise ValueError(f"Expected {num_classes} `class_names` (one per class), but got {len(names)}.")
+    check_backbone_name(args["backbone"])
+    checks = [
+        ("drop_rate", 0.0 <= args["drop_rate"] < 1.0, "in [0, 1)"),
+        ("label_smoothing", 0.0 <= args["label_smoothing"] < 1.0, "in [0, 1)"),
+        ("lr", args["lr"] > 0, "> 0"),
+        ("weight_decay", args["weight_decay"] >= 0, ">= 0"),
+        ("momentum", 0.0 <= args["momentum"] < 1.0, "in [0, 1)"),
+        ("warmup_epochs", args["warmup_epochs"] >= 0, ">= 0"),
+        ("warmup_steps", args["warmup_steps"] >= 0, ">= 0"),
+        ("warmup_start_factor", 0.0 <= args["warmup_start_factor"] <= 1.0, "in [0, 1]"),
+        ("eta_min", 0.0 <= args["eta_min"] <= args["lr"], "in [0, lr]"),
+        ("step_size", args["step_size"] >= 1, ">= 1"),
+        ("gamma", args["gamma"] > 0, "> 0"),
+        ("top_k", args["top_k"] >= 1, ">= 1"),
+        ("calibration_bins", args["calibration_bins"] >= 1, ">= 1"),
+        ("freeze_layers", args["freeze_layers"] >= 0, ">= 0"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"Expected argument `{name}` to be {expected}, but got {args[name]!r}.")
+    if args["layer_decay"] is not None and not 0.0 < args["layer_decay"] <= 1.0:
+        raise ValueError(f"Expected argument `layer_decay` to be in (0, 1] or None, but got {args['layer_decay']!r}.")
+    if args["warmup_epochs"] > 0 and args["warmup_steps"] > 0:
+        raise ValueError("Give the warmup length once: `warmup_epochs` or `warmup_steps`, not both.")
+    if args["nesterov"] and args["momentum"] <= 0:
+        raise ValueError("`nesterov=True` needs `momentum` > 0.")
+    check_optimizer(args["optimizer"])
+    check_scheduler(args["scheduler"])
+    freeze = args["freeze_backbone"]
+    if freeze not in (True, False, "auto"):
+        raise ValueError(f"Expected argument `freeze_backbone` to be True, False or 'auto', but got {freeze!r}.")
+    if freeze is not False and args["freeze_layers"]:
+        raise ValueError(
+            "Choose one freezing policy: `freeze_backbone` (everything but the head, or 'auto') or "
+            "`freeze_layers=N` (the first N layer groups), not both."
+        )
+    milestones = args["unfreeze_milestones"]
+    if milestones is not None:
+        if not milestones or any(not isinstance(m, int) or m < 0 for m in milestones) or list(milestones) != sorted(
+            set(milestones)
+        ):
+            raise ValueError(
+                f"Expected `unfreeze_milestones` to be increasing epoch numbers >= 0, but got {milestones!r}."
+            )
+        if freeze is False and not args["freeze_layers"]:
+            raise ValueError(
+                "`unfreeze_milestones` thaws frozen layers, but nothing is frozen. Add `freeze_backbone=True` "
+                "or `freeze_layers=N`."
+            )

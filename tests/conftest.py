@@ -1,0 +1,63 @@
+"""Shared helpers: tiny in-memory data and a tiny CPU Trainer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def make_loader(
+    num_samples: int = 16,
+    num_classes: int = 3,
+    size: int = 32,
+    batch_size: int = 8,
+    seed: int = 0,
+    shuffle: bool = False,
+) -> DataLoader:
+    """Images whose class shifts the mean brightness, so a model can learn something in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_samples) % num_classes
+    images = torch.randn(num_samples, 3, size, size, generator=g) * 0.5 + labels.view(-1, 1, 1, 1).float() - 1.0
+    return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle)
+
+
+def tiny_trainer(root: Path, **kwargs: Any) -> Trainer:
+    defaults: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return Trainer(**defaults)
+
+
+@pytest.fixture
+def loader() -> DataLoader:
+    return make_loader()
+
+
+#: the four tiny timm architectures every architecture-free feature is tested on
+TINY_BACKBONES = ["test_resnet", "test_vit", "test_efficientnet", "test_convnext"]
+
+
+def tiny_kwargs(backbone: str, size: int = 32) -> dict[str, Any]:
+    """Arguments that make a tiny backbone run on ``size`` px images without pretrained weights."""
+    kwargs: dict[str, Any] = {"backbone": backbone, "pretrained": False}
+    if "vit" in backbone:
+        kwargs["backbone_kwargs"] = {"img_size": size}
+    return kwargs

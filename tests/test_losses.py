@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_cv import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from lightning_cv.losses import smooth_targets, soft_target_cross_entropy
+
+
+def reference_loss(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """-sum_c q_c log softmax_c, written out with math.exp/math.log over python floats."""
+    total = 0.0
+    for row, target in zip(logits.tolist(), q.tolist(), strict=True):
+        m = max(row)
+        log_z = m + math.log(sum(math.exp(v - m) for v in row))
+        total += sum(-t * (v - log_z) for v, t in zip(row, target, strict=True))
+    return torch.tensor(total / len(logits))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_matches_formula(smoothing):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4)
+    target = torch.tensor([0, 1, 2, 3, 1, 0])
+    c = logits.shape[1]
+    q = torch.full((6, c), smoothing / c)
+    q[torch.arange(6), target] += 1 - smoothing
+    loss = LabelSmoothingCrossEntropy(smoothing=smoothing)(logits, target)
+    torch.testing.assert_close(loss, reference_loss(logits, q), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_soft_target_matches_formula_and_smooths_like_mixup(smoothing):
+    torch.manual_seed(1)
+    logits = torch.randn(5, 3)
+    a, b, lam = torch.tensor([0, 1, 2, 0, 1]), torch.tensor([2, 2, 0, 1, 1]), 0.7
+    mixed = lam * F.one_hot(a, 3).float() + (1 - lam) * F.one_hot(b, 3).float()
+    # timm's mixup_target: smoothed one-hots (off = eps/C, on = 1 - eps + eps/C) mixed with lambda
+    off, on = smoothing / 3, 1 - smoothing + smoothing / 3
+    timm_style = lam * (F.one_hot(a, 3) * (on - off) + off) + (1 - lam) * (F.one_hot(b, 3) * (on - off) + off)
+    loss = SoftTargetCrossEntropy(smoothing=smoothing)(logits, mixed)
+    torch.testing.assert_close(loss, reference_loss(logits, timm_style), rtol=1e-5, atol=1e-5)
+
+
+def test_soft_one_hot_equals_hard_label_loss():
+    torch.manual_seed(2)
+    logits = torch.randn(4, 5)
+    target = torch.tensor([4, 0, 2, 2])
+    hard = LabelSmoothingCrossEntropy(0.1)(logits, target)
+    soft = soft_target_cross_entropy(logits, F.one_hot(target, 5).float(), smoothing=0.1)
+    torch.testing.assert_close(hard, soft)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"Expected argument `smoothing` to be in \[0, 1\), but got 1.0"):
+        LabelSmoothingCrossEntropy(smoothing=1.0)
+    with pytest.raises(ValueError, match=r"Expected soft targets of shape \(N, 3\), but got \(2, 4\)"):
+        smooth_targets(torch.zeros(2, 4), 3)
+    with pytest.raises(TypeError, match="integer dtype"):
+        smooth_targets(torch.zeros(2), 3)
