@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -225,6 +226,12 @@ class ImageClassifier(LightningModule):
         )
         _rewrap_ddp(self)
 
+    def on_fit_start(self) -> None:
+        if self._initial_frozen != 0:
+            # Frozen blocks are in eval mode on purpose (see `eval_frozen_modules`); Lightning's generic warning
+            # about modules in eval mode would only alarm the user.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
     def on_train_start(self) -> None:
         if self._initial_frozen is None:
             self._initial_frozen, reason = auto_frozen_groups(self._train_set_size(), len(self._groups))
@@ -232,7 +239,24 @@ class ImageClassifier(LightningModule):
             self.set_frozen_groups(self._initial_frozen)
             _rewrap_ddp(self)
         self._apply_freeze_schedule()
+        self._sync_lr_with_schedule()
         rank_zero_info(self.describe_freezing())
+
+    def _sync_lr_with_schedule(self) -> None:
+        """After a resume, set each group's LR from the schedule at the restored step.
+
+        The optimizer state restores the LR the old run last used; when the schedule now has another length (a
+        larger ``max_epochs``), the first step would otherwise still use the old value.
+        """
+        from torch.optim.lr_scheduler import LambdaLR
+
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, LambdaLR):
+                groups = scheduler.optimizer.param_groups
+                for group, base, fn in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+                    group["lr"] = base * fn(scheduler.last_epoch)
+                scheduler._last_lr = [group["lr"] for group in groups]
 
     def on_train_epoch_start(self) -> None:
         if self._initial_frozen is not None:

@@ -33,7 +33,7 @@ def check_scheduler(name: str) -> None:
 
 @dataclass
 class LRFactor:
-    """The learning-rate multiplier at an optimizer step (a picklable callable, so ``LambdaLR`` saves it)."""
+    """The learning-rate multiplier at an optimizer step."""
 
     kind: str
     total_steps: float
@@ -99,4 +99,10 @@ def build_scheduler(
         decay_every=max(1, step_size * steps_per_epoch),
         gamma=gamma,
     )
-    return LambdaLR(optimizer, lr_lambda=factor)
+
+    def lr_lambda(step: int) -> float:
+        # A plain function, so LambdaLR's state_dict leaves it out: on resume the schedule follows the current
+        # configuration (say, a longer max_epochs) and only the step count comes from the checkpoint.
+        return factor(step)
+
+    return LambdaLR(optimizer, lr_lambda=lr_lambda)
