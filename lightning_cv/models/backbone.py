@@ -51,7 +51,8 @@ def create_backbone(
     """Create a timm model with a ``num_classes`` head.
 
     Args:
-        name: any name from ``timm.list_models()``, optionally with a pretrained tag (``"vit_small_patch16_224.augreg_in21k"``).
+        name: any name from ``timm.list_models()``, optionally with a pretrained tag
+            (``"vit_small_patch16_224.augreg_in21k"``).
         num_classes: size of the new classification head.
         pretrained: ``True`` downloads timm's default weights for ``name`` (or reads them from the Hugging Face cache),
             a path loads a local ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict, ``False`` starts from random

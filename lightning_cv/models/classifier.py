@@ -68,7 +68,7 @@ class ImageClassifier(LightningModule):
         eta_min: the cosine schedule's final learning rate (scaled like the groups under ``layer_decay``).
         step_size: epochs between LR drops for ``scheduler="step"``.
         gamma: LR multiplier at each drop for ``scheduler="step"``.
-        top_k: also report top-k accuracy (k is capped at ``num_classes``; 1 disables it).
+        top_k: also report top-k accuracy (k is capped at ``num_classes - 1``; 1 disables it).
         calibration_bins: bins of the expected calibration error.
         log_confusion_matrix: log the validation confusion matrix as a figure where the logger takes images.
 
@@ -186,8 +186,9 @@ class ImageClassifier(LightningModule):
             size = sum(self.model.get_parameter(n).numel() for n in g.param_names)
             state = "frozen" if g.index < self._num_frozen else "trainable"
             rows.append(f"  {g.index:>3}  {g.name:<40} {size:>12,}  {state}")
-        head = sum(p.numel() for p in self.model.get_classifier().parameters())
-        rows.append(f"  {'':>3}  {'head (' + type(self.model.get_classifier()).__name__ + ')':<40} {head:>12,}  trainable")
+        classifier = self.model.get_classifier()  # type: ignore[operator]
+        head = sum(p.numel() for p in classifier.parameters())
+        rows.append(f"  {'':>3}  {'head (' + type(classifier).__name__ + ')':<40} {head:>12,}  trainable")
         total = sum(p.numel() for p in self.parameters())
         return (
             f"Layer groups of {self.hparams['backbone']!r} ({self._num_frozen} of {len(self._groups)} frozen):\n"
@@ -214,9 +215,7 @@ class ImageClassifier(LightningModule):
 
     def _apply_freeze_schedule(self) -> None:
         assert self._initial_frozen is not None
-        target = frozen_groups_at_epoch(
-            self.current_epoch, self._initial_frozen, self.hparams["unfreeze_milestones"]
-        )
+        target = frozen_groups_at_epoch(self.current_epoch, self._initial_frozen, self.hparams["unfreeze_milestones"])
         if target == self._num_frozen:
             return
         self.set_frozen_groups(target)
@@ -304,7 +303,6 @@ class ImageClassifier(LightningModule):
         confmat.update(probs, target)
         n = images.shape[0]
         self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=n)
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -324,16 +322,24 @@ class ImageClassifier(LightningModule):
         return out
 
     def _end_of_eval(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
         confmat = self.val_confmat if stage == "val" else self.test_confmat
         if confmat.update_count == 0:
             return
+        # compute() syncs the states across processes once; logging the Metric objects themselves would bypass
+        # the collection's shared compute groups and report stale values for grouped metrics
+        values = {k: v.float() for k, v in metrics.compute().items()}
+        self.log(f"{stage}_acc", values.pop(f"{stage}_acc"), prog_bar=True)
+        self.log_dict(values)
+        metrics.reset()
         self.confusion_matrix = confmat.compute().cpu()
         confmat.reset()
         if self.trainer.sanity_checking or not self.hparams["log_confusion_matrix"]:
             return
         if not self.trainer.is_global_zero:
             return
-        targets = [lg.experiment for lg in self.loggers if hasattr(lg.experiment, "add_figure")]
+        experiments: list[Any] = [getattr(lg, "experiment", None) for lg in self.loggers]
+        targets = [exp for exp in experiments if hasattr(exp, "add_figure")]
         if not targets:
             return
         try:
@@ -474,8 +480,10 @@ def _validate_arguments(args: dict[str, Any]) -> None:
         )
     milestones = args["unfreeze_milestones"]
     if milestones is not None:
-        if not milestones or any(not isinstance(m, int) or m < 0 for m in milestones) or list(milestones) != sorted(
-            set(milestones)
+        if (
+            not milestones
+            or any(not isinstance(m, int) or m < 0 for m in milestones)
+            or list(milestones) != sorted(set(milestones))
         ):
             raise ValueError(
                 f"Expected `unfreeze_milestones` to be increasing epoch numbers >= 0, but got {milestones!r}."

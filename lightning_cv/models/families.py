@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, ClassVar
 
 from lightning_cv.models.backbone import check_backbone_name
@@ -11,7 +11,7 @@ from lightning_cv.models.classifier import ImageClassifier
 __all__ = ["ConvNeXtClassifier", "EfficientNetClassifier", "ResNetClassifier", "ViTClassifier"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _family_models(modules: tuple[str, ...]) -> tuple[str, ...]:
     import timm
 

@@ -23,11 +23,13 @@ __all__ = ["build_metrics", "confusion_matrix_figure", "effective_top_k"]
 
 
 def effective_top_k(top_k: int, num_classes: int) -> int:
-    """``top_k`` capped at ``num_classes``."""
-    return min(top_k, num_classes)
+    """``top_k`` capped at ``num_classes - 1``: top-``num_classes`` accuracy is always 1 and says nothing."""
+    return min(top_k, num_classes - 1)
 
 
-def build_metrics(num_classes: int, *, top_k: int = 5, calibration_bins: int = 15, prefix: str = "") -> MetricCollection:
+def build_metrics(
+    num_classes: int, *, top_k: int = 5, calibration_bins: int = 15, prefix: str = ""
+) -> MetricCollection:
     """Top-1 (and top-k) accuracy, macro precision/recall/F1 and expected calibration error, synced under DDP."""
     metrics: dict[str, Any] = {
         "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
@@ -39,7 +41,10 @@ def build_metrics(num_classes: int, *, top_k: int = 5, calibration_bins: int = 1
     k = effective_top_k(top_k, num_classes)
     if k > 1:
         metrics[f"acc_top{k}"] = MulticlassAccuracy(num_classes, top_k=k, average="micro")
-    return MetricCollection(metrics, prefix=prefix)
+    # Explicit compute groups: torchmetrics' automatic detection merges metrics whose states happen to be equal
+    # after the first batch (e.g. top-1 and top-k accuracy of a model that predicts one class), then reports one
+    # metric's value for the other.
+    return MetricCollection(metrics, prefix=prefix, compute_groups=[["precision", "recall", "f1"]])
 
 
 def confusion_matrix_figure(matrix: Tensor, class_names: Sequence[str] | None = None) -> Figure:

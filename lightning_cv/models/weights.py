@@ -131,7 +131,8 @@ def load_pretrained_file(model: nn.Module, path: str | os.PathLike[str]) -> Load
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 problems.append(f"{label}: {shown}")
         raise ValueError(
-            f"Weights file '{path}' does not fit this backbone ({type(model).__name__}): " + "; ".join(problems)
+            f"Weights file '{path}' does not fit this backbone ({type(model).__name__}): "
+            + "; ".join(problems)
             + ". Check that the file was saved from the same timm architecture (and `backbone_kwargs` such as "
             "img_size), or pass that architecture as `backbone`."
         )

@@ -43,7 +43,10 @@ def test_family_rejects_other_family():
 
 def test_backbone_kwargs_and_drop_rate_pass_through():
     model = ImageClassifier(
-        backbone="test_vit", num_classes=3, pretrained=False, drop_rate=0.25,
+        backbone="test_vit",
+        num_classes=3,
+        pretrained=False,
+        drop_rate=0.25,
         backbone_kwargs={"img_size": 64, "drop_path_rate": 0.1},
     )
     assert model.model.patch_embed.img_size == (64, 64)
@@ -75,8 +78,11 @@ def _offline_cache(monkeypatch, cache: Path) -> None:
 
 def test_pretrained_true_offline_explains_the_fix(monkeypatch, tmp_path):
     _offline_cache(monkeypatch, tmp_path / "empty-cache")
-    with pytest.raises(RuntimeError, match=r"(?s)Could not get pretrained weights for backbone 'test_resnet'.*"
-                                           r"pretrained='path/to/test_resnet.safetensors'.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)Could not get pretrained weights for backbone 'test_resnet'.*"
+        r"pretrained='path/to/test_resnet.safetensors'.*HF_HUB_OFFLINE=1",
+    ):
         ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=True)
 
 

@@ -48,8 +48,11 @@ def test_groups_cover_every_backbone_parameter_once():
 
 
 def test_freeze_layers_too_large_says_how_many():
-    with pytest.raises(ValueError, match=r"`freeze_layers=9` is more than the 5 layer groups of 'test_resnet' "
-                                         r"\(conv1, bn1, layer1.0, .*\)\. Use at most 5"):
+    with pytest.raises(
+        ValueError,
+        match=r"`freeze_layers=9` is more than the 5 layer groups of 'test_resnet' "
+        r"\(conv1, bn1, layer1.0, .*\)\. Use at most 5",
+    ):
         ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, freeze_layers=9)
 
 
@@ -82,8 +85,13 @@ def test_frozen_batchnorm_statistics_do_not_move(tmp_path):
 
 def test_frozen_block_agrees_in_train_and_eval_mode():
     torch.manual_seed(0)
-    model = ImageClassifier(num_classes=3, freeze_layers=3, backbone_kwargs={"img_size": 32, "drop_path_rate": 0.5},
-                            backbone="test_vit", pretrained=False)
+    model = ImageClassifier(
+        num_classes=3,
+        freeze_layers=3,
+        backbone_kwargs={"img_size": 32, "drop_path_rate": 0.5},
+        backbone="test_vit",
+        pretrained=False,
+    )
     x = torch.randn(4, 3, 32, 32)
     frozen_block = model.model.blocks[0]
     trainable_block = model.model.blocks[3]
@@ -112,8 +120,16 @@ def test_frozen_bn_stays_eval_after_validation(tmp_path):
 
 @pytest.mark.parametrize(
     ("epoch", "milestones", "expected"),
-    [(0, [2], 5), (1, [2], 5), (2, [2], 0), (0, [1, 3], 5), (1, [1, 3], 2), (2, [1, 3], 2), (3, [1, 3], 0),
-     (5, None, 5)],
+    [
+        (0, [2], 5),
+        (1, [2], 5),
+        (2, [2], 0),
+        (0, [1, 3], 5),
+        (1, [1, 3], 2),
+        (2, [1, 3], 2),
+        (3, [1, 3], 0),
+        (5, None, 5),
+    ],
 )
 def test_unfreeze_schedule(epoch, milestones, expected):
     assert frozen_groups_at_epoch(epoch, 5, milestones) == expected
@@ -135,8 +151,14 @@ class RecordFreezing(Callback):
 
 def test_gradual_unfreezing_keeps_optimizer_and_trains_thawed_layers(tmp_path):
     torch.manual_seed(0)
-    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, freeze_backbone=True,
-                            unfreeze_milestones=[1, 2], lr=0.05)
+    model = ImageClassifier(
+        backbone="test_resnet",
+        num_classes=3,
+        pretrained=False,
+        freeze_backbone=True,
+        unfreeze_milestones=[1, 2],
+        lr=0.05,
+    )
     before = model.model.conv1[0].weight.detach().clone()
     layer4_before = model.model.layer4[0].conv1.weight.detach().clone()
     rec = RecordFreezing()
@@ -150,8 +172,9 @@ def test_gradual_unfreezing_keeps_optimizer_and_trains_thawed_layers(tmp_path):
 
 def test_resume_after_milestone_keeps_backbone_unfrozen(tmp_path):
     torch.manual_seed(0)
-    kwargs = dict(backbone="test_resnet", num_classes=3, pretrained=False, freeze_backbone=True,
-                  unfreeze_milestones=[1])
+    kwargs = dict(
+        backbone="test_resnet", num_classes=3, pretrained=False, freeze_backbone=True, unfreeze_milestones=[1]
+    )
     model = ImageClassifier(**kwargs)
     trainer = tiny_trainer(tmp_path, max_epochs=2)
     trainer.fit(model, make_loader())
@@ -169,9 +192,7 @@ def test_resume_after_milestone_keeps_backbone_unfrozen(tmp_path):
     assert reloaded.num_frozen_groups == 0
 
 
-@pytest.mark.parametrize(
-    ("size", "expected"), [(500, 6), (9_999, 6), (10_000, 3), (100_000, 3), (100_001, 0)]
-)
+@pytest.mark.parametrize(("size", "expected"), [(500, 6), (9_999, 6), (10_000, 3), (100_000, 3), (100_001, 0)])
 def test_auto_rule(size, expected):
     assert auto_frozen_groups(size, 6)[0] == expected
 

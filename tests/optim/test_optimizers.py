@@ -38,8 +38,9 @@ def test_other_timm_optimizer_and_injected_callable(tmp_path):
 
 
 def test_no_weight_decay_on_norm_and_bias_and_every_parameter_present():
-    model = ImageClassifier(backbone="test_vit", num_classes=3, pretrained=False, freeze_backbone=True,
-                            backbone_kwargs={"img_size": 32})
+    model = ImageClassifier(
+        backbone="test_vit", num_classes=3, pretrained=False, freeze_backbone=True, backbone_kwargs={"img_size": 32}
+    )
     groups = build_param_groups(model.model, weight_decay=0.05)
     names = {id(p): n for n, p in model.model.named_parameters()}
     no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
@@ -53,7 +54,9 @@ def test_no_weight_decay_on_norm_and_bias_and_every_parameter_present():
 def test_layer_decay_scales_learning_rate_by_depth():
     model = ImageClassifier(backbone="test_vit", num_classes=3, pretrained=False, backbone_kwargs={"img_size": 32})
     groups = build_param_groups(model.model, weight_decay=0.05, layer_decay=0.5)
-    scale = {n: g["lr_scale"] for g in groups for n, p in model.model.named_parameters() if any(p is q for q in g["params"])}
+    scale = {
+        n: g["lr_scale"] for g in groups for n, p in model.model.named_parameters() if any(p is q for q in g["params"])
+    }
     assert scale["head.weight"] == 1.0
     assert scale["blocks.5.mlp.fc1.weight"] == 0.5
     assert scale["blocks.0.mlp.fc1.weight"] == 0.5**6

@@ -30,8 +30,16 @@ def expected_warmup_cosine(step, total, warmup, start, base, eta_min=0.0):
 
 @pytest.mark.parametrize("accumulate", [1, 4])
 def test_warmup_cosine_matches_formula_every_step(tmp_path, accumulate):
-    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, lr=0.1, eta_min=0.001,
-                            warmup_steps=3, warmup_start_factor=0.1, scheduler="cosine")
+    model = ImageClassifier(
+        backbone="test_resnet",
+        num_classes=3,
+        pretrained=False,
+        lr=0.1,
+        eta_min=0.001,
+        warmup_steps=3,
+        warmup_start_factor=0.1,
+        scheduler="cosine",
+    )
     rec = RecordLR()
     trainer = tiny_trainer(tmp_path, max_epochs=5, accumulate_grad_batches=accumulate, callbacks=[rec])
     trainer.fit(model, make_loader(num_samples=32, batch_size=2))  # 16 batches an epoch
@@ -43,8 +51,15 @@ def test_warmup_cosine_matches_formula_every_step(tmp_path, accumulate):
 
 
 def test_warmup_in_epochs_counts_optimizer_steps(tmp_path):
-    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, lr=0.01, warmup_epochs=1.5,
-                            warmup_start_factor=0.0, scheduler="constant")
+    model = ImageClassifier(
+        backbone="test_resnet",
+        num_classes=3,
+        pretrained=False,
+        lr=0.01,
+        warmup_epochs=1.5,
+        warmup_start_factor=0.0,
+        scheduler="constant",
+    )
     rec = RecordLR()
     tiny_trainer(tmp_path, max_epochs=3, accumulate_grad_batches=2, callbacks=[rec]).fit(
         model, make_loader(num_samples=16, batch_size=2)
@@ -55,8 +70,17 @@ def test_warmup_in_epochs_counts_optimizer_steps(tmp_path):
 
 
 def test_step_schedule_with_layer_decay_keeps_group_ratios(tmp_path):
-    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, lr=0.1, scheduler="step",
-                            step_size=1, gamma=0.5, layer_decay=0.5, optimizer="sgd")
+    model = ImageClassifier(
+        backbone="test_resnet",
+        num_classes=3,
+        pretrained=False,
+        lr=0.1,
+        scheduler="step",
+        step_size=1,
+        gamma=0.5,
+        layer_decay=0.5,
+        optimizer="sgd",
+    )
     rec = RecordLR()
     tiny_trainer(tmp_path, max_epochs=3, callbacks=[rec]).fit(model, make_loader(num_samples=16, batch_size=8))
     first = rec.lrs[0]
@@ -67,8 +91,9 @@ def test_step_schedule_with_layer_decay_keeps_group_ratios(tmp_path):
 
 
 def test_onecycle_runs_to_the_end(tmp_path):
-    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, lr=0.1, scheduler="onecycle",
-                            optimizer="sgd")
+    model = ImageClassifier(
+        backbone="test_resnet", num_classes=3, pretrained=False, lr=0.1, scheduler="onecycle", optimizer="sgd"
+    )
     rec = RecordLR()
     tiny_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=2, callbacks=[rec]).fit(
         model, make_loader(num_samples=16, batch_size=2)
@@ -78,8 +103,9 @@ def test_onecycle_runs_to_the_end(tmp_path):
 
 
 def test_onecycle_with_warmup_is_refused(tmp_path):
-    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, scheduler="onecycle",
-                            warmup_steps=5)
+    model = ImageClassifier(
+        backbone="test_resnet", num_classes=3, pretrained=False, scheduler="onecycle", warmup_steps=5
+    )
     with pytest.raises(ValueError, match="'onecycle' schedule already warms up"):
         tiny_trainer(tmp_path, max_epochs=1).fit(model, make_loader())
 
