@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -364,8 +365,15 @@ class ImageClassifier(LightningModule):
             self._optimizer_spec, groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"]
         )
         total = self.trainer.estimated_stepping_batches
-        per_epoch = max(1, -(-int(self.trainer.num_training_batches) // self.trainer.accumulate_grad_batches))
-        if self.trainer.num_training_batches == float("inf"):
+        batches = self.trainer.num_training_batches
+        if math.isfinite(batches):
+            per_epoch = max(1, math.ceil(int(batches) / self.trainer.accumulate_grad_batches))
+        else:  # an iterable dataset without a length: epochs have no known size, so count steps
+            if hp["warmup_epochs"] or hp["scheduler"] == "step":
+                raise ValueError(
+                    "The training data has no length, so epochs cannot be converted to steps: give the warmup as "
+                    "`warmup_steps` and use a scheduler other than 'step'."
+                )
             per_epoch = 1
         warmup = hp["warmup_steps"] or round(hp["warmup_epochs"] * per_epoch)
         scheduler = build_scheduler(

@@ -156,3 +156,21 @@ def test_longer_training_on_resume_follows_the_new_length(tmp_path):
 def test_unknown_scheduler():
     with pytest.raises(ValueError, match=r"Unknown scheduler 'cosin'\. Choose one of: cosine, onecycle, step"):
         ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, scheduler="cosin")
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        for i in range(64):
+            yield torch.randn(3, 32, 32, generator=g), i % 3
+
+
+def test_iterable_data_without_length_counts_in_steps(tmp_path):
+    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, lr=0.1, warmup_steps=2)
+    rec = RecordLR()
+    loader = torch.utils.data.DataLoader(Stream(), batch_size=8)
+    tiny_trainer(tmp_path, max_steps=6, callbacks=[rec]).fit(model, loader)
+    assert [lrs[0] for lrs in rec.lrs] == pytest.approx([expected_warmup_cosine(s, 6, 2, 0.01, 0.1) for s in range(6)])
+    with pytest.raises(ValueError, match="give the warmup as `warmup_steps`"):
+        bad = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, warmup_epochs=1)
+        tiny_trainer(tmp_path, max_steps=6).fit(bad, loader)
