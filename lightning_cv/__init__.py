@@ -1,5 +1,6 @@
 """lightning_cv: transfer learning for image classification with PyTorch Lightning and timm."""
 
+from lightning_cv.data import ImageDataModule
 from lightning_cv.losses import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from lightning_cv.models import (
     ConvNeXtClassifier,
@@ -15,6 +16,7 @@ __all__ = [
     "ConvNeXtClassifier",
     "EfficientNetClassifier",
     "ImageClassifier",
+    "ImageDataModule",
     "LabelSmoothingCrossEntropy",
     "ResNetClassifier",
     "SoftTargetCrossEntropy",

@@ -1,0 +1,117 @@
+"""Data checks run at setup: bad files, class balance and train/val/test leakage."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from lightning_cv.data.image_io import BadImageError, check_image
+
+__all__ = [
+    "ClassBalance",
+    "Duplicate",
+    "class_balance",
+    "find_bad_images",
+    "find_leaks",
+    "perceptual_hash",
+]
+
+
+@dataclass(frozen=True)
+class ClassBalance:
+    """Images per class and the ratio of the largest class to the smallest."""
+
+    counts: dict[str, int]
+
+    @property
+    def imbalance_ratio(self) -> float:
+        values = [v for v in self.counts.values()]
+        return max(values) / max(min(values), 1) if values else 1.0
+
+    def __str__(self) -> str:
+        width = max((len(k) for k in self.counts), default=5)
+        rows = [f"  {name:<{width}} {count:>8,}" for name, count in self.counts.items()]
+        return "\n".join([*rows, f"  imbalance ratio (largest / smallest class): {self.imbalance_ratio:.2f}"])
+
+
+def class_balance(labels: Iterable[int], class_names: Sequence[str]) -> ClassBalance:
+    counts = np.bincount(np.fromiter(labels, dtype=np.int64), minlength=len(class_names))
+    return ClassBalance({name: int(c) for name, c in zip(class_names, counts, strict=True)})
+
+
+def find_bad_images(paths: Sequence[str], *, decode: bool, max_pixels: int) -> list[BadImageError]:
+    """The files among ``paths`` that are not usable images (header check, or full decode with ``decode``)."""
+    bad = []
+    for path in paths:
+        try:
+            check_image(path, decode=decode, max_pixels=max_pixels)
+        except BadImageError as err:
+            bad.append(err)
+    return bad
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Files in different splits with the same content (``kind="exact"``) or nearly the same (``"perceptual"``)."""
+
+    kind: str
+    files: tuple[tuple[str, str], ...]  # (split, path)
+
+    def __str__(self) -> str:
+        return f"{self.kind}: " + " == ".join(f"{split}:{path}" for split, path in self.files)
+
+
+def _digest(path: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def perceptual_hash(path: str | os.PathLike[str]) -> int:
+    """A 64-bit difference hash (dHash) of the image's 9x8 greyscale thumbnail; near duplicates differ in few bits."""
+    with Image.open(path) as image:
+        image.draft("L", (32, 32))
+        small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def find_leaks(
+    splits: Mapping[str, Sequence[str]], *, perceptual: bool = False, max_distance: int = 4
+) -> list[Duplicate]:
+    """Images that appear in more than one split: by content hash, and with ``perceptual`` by dHash distance."""
+    by_digest: dict[str, list[tuple[str, str]]] = {}
+    for split, paths in splits.items():
+        for path in paths:
+            by_digest.setdefault(_digest(path), []).append((split, path))
+    leaks = [Duplicate("exact", tuple(v)) for v in by_digest.values() if len({s for s, _ in v}) > 1]
+    if perceptual:
+        exact = {p for d in leaks for _, p in d.files}
+        hashed: dict[str, tuple[list[str], np.ndarray]] = {}
+        for split, paths in splits.items():
+            kept, values = [], []
+            for path in paths:
+                if path in exact:
+                    continue
+                try:
+                    values.append(perceptual_hash(path))
+                except (OSError, ValueError, Image.DecompressionBombError):
+                    continue
+                kept.append(path)
+            hashed[split] = (kept, np.array(values, dtype=np.uint64))
+        names = list(hashed)
+        for a_index, a in enumerate(names):  # only across splits: n_val x n_train, not n^2 over everything
+            for b in names[a_index + 1 :]:
+                (a_paths, a_hash), (b_paths, b_hash) = hashed[a], hashed[b]
+                for i, h in enumerate(a_hash):
+                    distance = np.bitwise_count(np.bitwise_xor(b_hash, h))
+                    for j in np.nonzero(distance <= max_distance)[0]:
+                        leaks.append(Duplicate("perceptual", ((a, a_paths[i]), (b, b_paths[int(j)]))))
+    return leaks

@@ -1,0 +1,584 @@
+"""ImageDataModule: from files (or a named dataset) to augmented, mixed batches on the device."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from lightning_cv.data.checks import ClassBalance, class_balance, find_bad_images, find_leaks
+from lightning_cv.data.datasets import (
+    ImageFileDataset,
+    TransformSubset,
+    collate_skipping_bad,
+    load_torchvision_dataset,
+    resolve_torchvision_name,
+)
+from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from lightning_cv.data.mixing import BatchMixer
+from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
+from lightning_cv.data.sources import (
+    Record,
+    class_names_of,
+    find_split_dirs,
+    list_images,
+    read_list_file,
+    scan_class_folders,
+    stratified_split,
+)
+from lightning_cv.data.transforms import AUTO_AUGMENTS, build_eval_transform, build_train_transform, resize_size
+
+__all__ = ["ImageDataModule"]
+
+SPLITS = ("train", "val", "test")
+#: used only when neither the arguments nor the model (its timm pretrained config) say otherwise
+DEFAULT_DATA_CONFIG: dict[str, Any] = {
+    "image_size": 224,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "interpolation": "bilinear",
+    "crop_pct": 0.875,
+}
+SHAPES_DEFAULTS = {"num_train": 1800, "num_val": 300, "num_test": 300, "image_size": 64}
+
+
+def _fail(name: str, value: Any, expected: str) -> None:
+    raise ValueError(f"Expected `{name}` {expected}, but got {value!r}.")
+
+
+class ImageDataModule(LightningDataModule):
+    """Datasets, augmentation, batch mixing and data checks for image classification.
+
+    Sources, in order of precedence: ``dataset="shapes"`` (the embedded offline set, also the default when nothing
+    else is given), ``dataset="cifar10"`` or any ``torchvision.datasets`` name, ``train_file`` (CSV/text lists of
+    ``path,label``), or ``data_dir`` (``train/``, ``val/``, ``test/`` folders of class folders, or one folder of class
+    folders split by ``val_split``/``test_split``). Input size, mean, std, interpolation and crop default to the
+    model's pretrained config when the data module is used with a Trainer and an :class:`~lightning_cv.ImageClassifier`.
+
+    Args:
+        data_dir: image folder, or the root of a torchvision dataset.
+        dataset: ``"shapes"``, a torchvision dataset name (``"cifar10"``, ``"mnist"``, ``"torchvision:SVHN"``...),
+            or ``None`` for files.
+        train_file: CSV or text list of training images; ``val_file`` and ``test_file`` likewise.
+        predict_dir: a folder of unlabelled images, or a list file of image paths, for ``Trainer.predict``.
+        download: let a torchvision dataset download itself into ``data_dir``.
+        dataset_kwargs: passed to the torchvision class, or for ``"shapes"``: num_train, num_val, num_test, image_size.
+        val_split: fraction of the training images held out (stratified, seeded) when no validation split exists;
+            defaults to 0.1 then.
+        test_split: fraction held out for testing when no test split exists.
+        seed: seeds splits, the balanced sampler and batch mixing (offset by the process rank).
+        batch_size: training batch size (``eval_batch_size`` defaults to twice it).
+        num_workers: DataLoader workers; ``None`` picks from the CPU count and the accelerator.
+        image_size, mean, std, interpolation, crop_pct: override the model's data config.
+        scale: RandomResizedCrop area range.
+        hflip: horizontal flip probability.
+        auto_augment: ``"randaugment"``, ``"trivialaugment"``, ``"autoaugment"`` or ``"none"``.
+        randaugment: RandAugment arguments, e.g. ``{"num_ops": 2, "magnitude": 9}``.
+        random_erasing: RandomErasing probability.
+        mixup_alpha, cutmix_alpha: enable MixUp / CutMix (both: one per batch, CutMix with ``switch_prob``).
+        mix_prob: probability that a training batch is mixed.
+        balanced_sampler: draw training images with probability inversely proportional to their class size.
+        image_check: ``"header"`` reads every file's header at setup, ``"decode"`` decodes every file (finds
+            truncated files too), ``"none"`` trusts the files (fastest for very large sets).
+        on_bad_file: ``"skip"`` drops unusable files and lists them in one warning, ``"error"`` refuses to start.
+        leakage_check: ``"exact"`` hashes file contents to find images shared between splits, ``"perceptual"`` also
+            finds near duplicates, ``"off"`` skips the check.
+        on_leakage: ``"warn"`` or ``"error"`` when a shared image is found.
+        max_image_pixels: larger images are refused as decompression bombs.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | None = None,
+        dataset: str | None = None,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_dir: str | None = None,
+        download: bool = False,
+        dataset_kwargs: dict[str, Any] | None = None,
+        val_split: float | None = None,
+        test_split: float = 0.0,
+        seed: int = 42,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        interpolation: str | None = None,
+        crop_pct: float | None = None,
+        scale: tuple[float, float] = (0.08, 1.0),
+        hflip: float = 0.5,
+        auto_augment: Literal["randaugment", "trivialaugment", "autoaugment", "none"] = "randaugment",
+        randaugment: dict[str, int] | None = None,
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        switch_prob: float = 0.5,
+        balanced_sampler: bool = False,
+        image_check: Literal["header", "decode", "none"] = "header",
+        on_bad_file: Literal["skip", "error"] = "skip",
+        leakage_check: Literal["exact", "perceptual", "off"] = "exact",
+        on_leakage: Literal["warn", "error"] = "warn",
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        super().__init__()
+        mean = tuple(mean) if mean is not None else None
+        std = tuple(std) if std is not None else None
+        scale = tuple(scale)  # type: ignore[assignment]
+        self.save_hyperparameters()
+        self._validate()
+        self._class_names: list[str] | None = None
+        self._records: dict[str, list[tuple[str, int]]] = {}
+        self._tv: dict[str, Any] = {}
+        self._tv_indices: dict[str, list[int]] = {}
+        self.datasets: dict[str, Dataset] = {}
+        self.predict_files: list[str] = []
+        self._checked = False
+        self._mixer: BatchMixer | None = None
+        self._sampler: WeightedRandomSampler | None = None
+        self._mixer_state: dict[str, Any] | None = None
+        self.data_config: dict[str, Any] = {}
+
+    @property
+    def _hp(self) -> Any:
+        return self.hparams  # attribute access to the saved arguments, typed loosely for mypy
+
+    # ------------------------------------------------------------------ validation and discovery
+    def _validate(self) -> None:
+        hp = self._hp
+        if hp.val_split is not None and not 0.0 <= hp.val_split < 1.0:
+            _fail("val_split", hp.val_split, "in [0, 1)")
+        if not 0.0 <= hp.test_split < 1.0:
+            _fail("test_split", hp.test_split, "in [0, 1)")
+        if (hp.val_split or 0.0) + hp.test_split >= 1.0:
+            _fail("val_split + test_split", (hp.val_split or 0.0) + hp.test_split, "< 1")
+        if hp.batch_size < 1:
+            _fail("batch_size", hp.batch_size, ">= 1")
+        if hp.num_workers is not None and hp.num_workers < 0:
+            _fail("num_workers", hp.num_workers, ">= 0 or None")
+        if hp.auto_augment not in AUTO_AUGMENTS:
+            _fail("auto_augment", hp.auto_augment, f"one of {', '.join(AUTO_AUGMENTS)}")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if hp[name] < 0:
+                _fail(name, hp[name], ">= 0")
+        for name in ("mix_prob", "switch_prob", "hflip", "random_erasing"):
+            if not 0.0 <= hp[name] <= 1.0:
+                _fail(name, hp[name], "in [0, 1]")
+        if not (len(hp.scale) == 2 and 0.0 < hp.scale[0] <= hp.scale[1] <= 1.0):
+            _fail("scale", hp.scale, "(low, high) with 0 < low <= high <= 1")
+        for name, allowed in (
+            ("image_check", ("header", "decode", "none")),
+            ("on_bad_file", ("skip", "error")),
+            ("leakage_check", ("exact", "perceptual", "off")),
+            ("on_leakage", ("warn", "error")),
+        ):
+            if hp[name] not in allowed:
+                _fail(name, hp[name], f"one of {', '.join(allowed)}")
+        self._source()  # an unknown dataset name fails here, not at setup
+
+    def _source(self) -> str:
+        hp = self._hp
+        if hp.dataset is not None:
+            if hp.dataset.lower() == "shapes":
+                return "shapes"
+            if resolve_torchvision_name(hp.dataset) is None:
+                raise ValueError(
+                    f"Unknown dataset {hp.dataset!r}. Use 'shapes' (embedded, offline), a torchvision dataset such as "
+                    "'cifar10', 'cifar100', 'mnist', 'fashion_mnist' or 'torchvision:<ClassName>', or leave `dataset` "
+                    "unset and pass `data_dir` (image folders) or `train_file` (a CSV list)."
+                )
+            if hp.data_dir is None:
+                raise ValueError(f"Dataset {hp.dataset!r} needs `data_dir`: the folder it is (or will be) stored in.")
+            return "torchvision"
+        if hp.train_file is not None:
+            return "list"
+        if hp.data_dir is not None:
+            return "folders"
+        return "shapes"
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names in label order (found on first use, from folder names, lists or the dataset)."""
+        self._discover()
+        assert self._class_names is not None
+        return list(self._class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _discover(self) -> None:
+        if self._class_names is not None:
+            return
+        source = self._source()
+        if source == "shapes":
+            self._class_names = list(SHAPE_CLASSES)
+        elif source == "torchvision":
+            self._discover_torchvision()
+        elif source == "list":
+            self._discover_lists()
+        else:
+            self._discover_folders()
+
+    def _split_sizes(self, has_val: bool, has_test: bool) -> list[float]:
+        hp = self._hp
+        if has_val and hp.val_split:
+            raise ValueError("The data has a validation split already; remove `val_split` or the val/ folder/file.")
+        if has_test and hp.test_split:
+            raise ValueError("The data has a test split already; remove `test_split` or the test/ folder/file.")
+        val = 0.0 if has_val else (0.1 if hp.val_split is None else hp.val_split)
+        return [val, 0.0 if has_test else hp.test_split]
+
+    def _set_records(self, records: dict[str, list[Record]], classes: list[str]) -> None:
+        index = {name: i for i, name in enumerate(classes)}
+        for split, rows in records.items():
+            unknown = sorted({label for _, label in rows} - set(index))
+            if unknown:
+                raise ValueError(
+                    f"The {split} split has classes the training split lacks: {unknown}. Train and {split} must "
+                    "have the same classes; add training images for them or remove them."
+                )
+        self._class_names = classes
+        self._records = {split: [(p, index[label]) for p, label in rows] for split, rows in records.items()}
+
+    def _split_train(self, records: dict[str, list[Record]], classes: list[str]) -> dict[str, list[Record]]:
+        val, test = self._split_sizes("val" in records, "test" in records)
+        if not val and not test:
+            return records
+        train = records["train"]
+        index = {name: i for i, name in enumerate(classes)}
+        parts = stratified_split([index[label] for _, label in train], [val, test], self._hp.seed)
+        out = dict(records)
+        out["train"] = [train[i] for i in parts[2]]
+        if val:
+            out["val"] = [train[i] for i in parts[0]]
+        if test:
+            out["test"] = [train[i] for i in parts[1]]
+        return out
+
+    def _discover_folders(self) -> None:
+        root = self._hp.data_dir
+        split_dirs = find_split_dirs(root)
+        if "train" not in split_dirs:
+            train, classes = scan_class_folders(root)
+            self._set_records(self._split_train({"train": train}, classes), classes)
+            return
+        records: dict[str, list[Record]] = {}
+        train, classes = scan_class_folders(split_dirs["train"])
+        records["train"] = train
+        for split in ("val", "test"):
+            if split in split_dirs:
+                rows, names = scan_class_folders(split_dirs[split])
+                if names != classes:
+                    missing, extra = sorted(set(classes) - set(names)), sorted(set(names) - set(classes))
+                    raise ValueError(
+                        f"Class folders differ between '{split_dirs['train']}' and '{split_dirs[split]}': "
+                        f"missing in {split}: {missing}, not in train: {extra}. Every split needs the same class "
+                        "folders, or labels would mean different classes in each."
+                    )
+                records[split] = rows
+        self._set_records(self._split_train(records, classes), classes)
+
+    def _discover_lists(self) -> None:
+        hp = self._hp
+        records = {"train": read_list_file(hp.train_file, hp.data_dir)}
+        for split, file in (("val", hp.val_file), ("test", hp.test_file)):
+            if file is not None:
+                records[split] = read_list_file(file, hp.data_dir)
+        classes = class_names_of([label for _, label in records["train"]])
+        self._set_records(self._split_train(records, classes), classes)
+
+    def _discover_torchvision(self) -> None:
+        hp = self._hp
+        name = resolve_torchvision_name(hp.dataset)
+        assert name is not None
+        kwargs = dict(hp.dataset_kwargs or {})
+        train = load_torchvision_dataset(name, hp.data_dir, "train", download=False, **kwargs)
+        test = load_torchvision_dataset(name, hp.data_dir, "test", download=False, **kwargs)
+        targets = [int(t) for t in getattr(train, "targets", getattr(train, "labels", []))]
+        if not targets:
+            raise ValueError(f"torchvision.datasets.{name} exposes no `targets` or `labels`; use an image folder.")
+        classes = [str(c) for c in getattr(train, "classes", range(max(targets) + 1))]
+        val, _ = self._split_sizes(False, True)
+        parts = stratified_split(targets, [val], hp.seed)
+        self._tv = {"train": train, "val": train, "test": test}
+        self._tv_indices = {"train": parts[1], "val": parts[0], "test": list(range(len(test)))}
+        if not val:
+            del self._tv["val"], self._tv_indices["val"]
+        self._class_names = classes
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        hp = self._hp
+        if self._source() == "torchvision" and hp.download:
+            name = resolve_torchvision_name(hp.dataset)
+            assert name is not None
+            for split in ("train", "test"):
+                load_torchvision_dataset(name, hp.data_dir, split, download=True, **(hp.dataset_kwargs or {}))
+
+    def _resolve_data_config(self) -> dict[str, Any]:
+        hp = self._hp
+        cfg = dict(DEFAULT_DATA_CONFIG)
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        model_cfg = getattr(model, "data_config", None)
+        if isinstance(model_cfg, dict):
+            height, width = model_cfg["input_size"][1:]
+            cfg.update(
+                image_size=height if height == width else (height, width),
+                mean=tuple(model_cfg["mean"]),
+                std=tuple(model_cfg["std"]),
+                interpolation=model_cfg.get("interpolation", cfg["interpolation"]),
+                crop_pct=model_cfg.get("crop_pct", cfg["crop_pct"]),
+            )
+        for key in DEFAULT_DATA_CONFIG:
+            if hp[key] is not None:
+                cfg[key] = hp[key]
+        if cfg["interpolation"] not in ("nearest", "bilinear", "bicubic"):
+            cfg["interpolation"] = "bicubic" if cfg["interpolation"] == "bicubic" else "bilinear"
+        return cfg
+
+    def _check_model(self) -> None:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        hparams = getattr(model, "hparams", None)
+        if hparams is None or "num_classes" not in hparams:
+            return
+        if hparams["num_classes"] != self.num_classes:
+            raise ValueError(
+                f"The model has {hparams['num_classes']} classes but the data has {self.num_classes} "
+                f"({', '.join(self.class_names[:10])}{', ...' if self.num_classes > 10 else ''}). Create the model "
+                "with `num_classes=datamodule.num_classes, class_names=datamodule.class_names`."
+            )
+        if "class_names" in hparams and hparams["class_names"] is None:
+            hparams["class_names"] = self.class_names  # predictions and checkpoints then carry the names
+
+    def setup(self, stage: str | None = None) -> None:
+        self._discover()
+        self._check_model()
+        self.data_config = cfg = self._resolve_data_config()
+        hp = self._hp
+        size = cfg["image_size"]
+        train_tf = build_train_transform(
+            size,
+            mean=cfg["mean"],
+            std=cfg["std"],
+            interpolation=cfg["interpolation"],
+            scale=hp.scale,
+            hflip=hp.hflip,
+            auto_augment=hp.auto_augment,
+            randaugment=hp.randaugment,
+            random_erasing=hp.random_erasing,
+        )
+        eval_tf = build_eval_transform(
+            size, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"], crop_pct=cfg["crop_pct"]
+        )
+        longest = max(size) if isinstance(size, tuple) else size
+        eval_min = resize_size(longest, cfg["crop_pct"])
+        train_min = math.ceil(longest / math.sqrt(hp.scale[0]))
+        source = self._source()
+        if source in ("folders", "list") and not self._checked:
+            self._run_checks()
+        self.datasets = {}
+        self._sampler = None
+        for split in SPLITS:
+            tf = train_tf if split == "train" else eval_tf
+            if source == "shapes":
+                opts = {**SHAPES_DEFAULTS, **(hp.dataset_kwargs or {})}
+                self.datasets[split] = ShapesDataset(
+                    opts[f"num_{split}"], image_size=opts["image_size"], seed=hp.seed, split=split, transform=tf
+                )
+            elif source == "torchvision":
+                if split in self._tv:
+                    self.datasets[split] = TransformSubset(self._tv[split], self._tv_indices[split], tf)
+            elif split in self._records:
+                rows = self._records[split]
+                self.datasets[split] = ImageFileDataset(
+                    [p for p, _ in rows],
+                    [y for _, y in rows],
+                    tf,
+                    min_size=train_min if split == "train" else eval_min,
+                    max_pixels=hp.max_image_pixels,
+                )
+        if hp.predict_dir is not None:
+            self.predict_files = self._predict_files()
+            self.datasets["predict"] = ImageFileDataset(
+                self.predict_files, None, eval_tf, min_size=eval_min, max_pixels=hp.max_image_pixels
+            )
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self._mixer = BatchMixer(
+            self.num_classes,
+            mixup_alpha=hp.mixup_alpha,
+            cutmix_alpha=hp.cutmix_alpha,
+            prob=hp.mix_prob,
+            switch_prob=hp.switch_prob,
+            seed=hp.seed + rank,  # ranks draw different mixes
+        )
+        if self._mixer_state is not None:
+            self._mixer.load_state_dict(self._mixer_state)
+        if "train" in self.datasets and stage in (None, "fit"):
+            rank_zero_info(f"Training images per class:\n{self.class_balance()}")
+
+    def _predict_files(self) -> list[str]:
+        path = Path(self._hp.predict_dir)
+        if path.is_dir():
+            files = list_images(path)
+        elif path.is_file():  # a list: one path per line, or CSV rows whose first cell is the path
+            cells = [ln.split(",")[0].strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
+            cells = [c for c in cells if c and not c.startswith("#") and c.lower() not in ("path", "filepath", "file")]
+            files = [c if os.path.isabs(c) else str(path.parent / c) for c in cells]
+        else:
+            raise FileNotFoundError(f"`predict_dir` '{path}' is neither a folder of images nor a list file.")
+        if not files:
+            raise ValueError(f"`predict_dir` '{path}' holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+        return files
+
+    def _run_checks(self) -> None:
+        hp = self._hp
+        if hp.image_check != "none":
+            paths = [p for rows in self._records.values() for p, _ in rows]
+            bad = find_bad_images(paths, decode=hp.image_check == "decode", max_pixels=hp.max_image_pixels)
+            if bad:
+                listing = "\n".join(f"  {err.path}: {err.reason}" for err in bad[:50])
+                more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+                if hp.on_bad_file == "error":
+                    raise ValueError(
+                        f"{len(bad)} file(s) cannot be used as images:\n{listing}{more}\nRemove or repair them, or "
+                        "pass `on_bad_file='skip'` to train without them."
+                    )
+                rank_zero_warn(f"Skipping {len(bad)} file(s) that cannot be used as images:\n{listing}{more}")
+                drop = {err.path for err in bad}
+                self._records = {s: [r for r in rows if r[0] not in drop] for s, rows in self._records.items()}
+                for split, rows in self._records.items():
+                    if not rows:
+                        raise ValueError(f"No usable image is left in the {split} split after skipping bad files.")
+        if hp.leakage_check != "off" and len(self._records) > 1:
+            leaks = find_leaks(
+                {s: [p for p, _ in rows] for s, rows in self._records.items()},
+                perceptual=hp.leakage_check == "perceptual",
+            )
+            if leaks:
+                listing = "\n".join(f"  {leak}" for leak in leaks[:50])
+                message = (
+                    f"{len(leaks)} image(s) appear in more than one split (train/val/test leakage inflates "
+                    f"validation and test scores):\n{listing}"
+                )
+                if hp.on_leakage == "error":
+                    raise ValueError(message + "\nRemove the duplicates, or pass `on_leakage='warn'`.")
+                rank_zero_warn(message)
+        self._checked = True
+
+    # ------------------------------------------------------------------ reports
+    def _targets(self, split: str) -> list[int]:
+        dataset = self.datasets.get(split)
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            raise ValueError(f"No labelled {split} split; call `setup()` first, or add {split} data.")
+        return [int(t) for t in targets]
+
+    def class_balance(self, split: str = "train") -> ClassBalance:
+        """Images per class of ``split`` and the imbalance ratio (largest / smallest class)."""
+        return class_balance(self._targets(split), self.class_names)
+
+    def class_weights(self, split: str = "train") -> Tensor:
+        """Inverse-frequency class weights (mean 1), e.g. for ``torch.nn.CrossEntropyLoss(weight=...)``."""
+        counts = torch.tensor(list(self.class_balance(split).counts.values()), dtype=torch.float32).clamp_min(1)
+        weights = counts.sum() / counts
+        return weights / weights.mean()
+
+    # ------------------------------------------------------------------ loaders
+    def _num_workers(self) -> int:
+        if self._hp.num_workers is not None:
+            return int(self._hp.num_workers)
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - macOS and Windows
+            cpus = os.cpu_count() or 1
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        per_process = max(1, cpus // max(1, processes))
+        on_cpu = self.trainer is None or self.trainer.accelerator.__class__.__name__ == "CPUAccelerator"
+        if on_cpu:
+            # the model needs the cores too: workers only pay off when there are cores to spare
+            return 0 if per_process <= 2 else min(4, per_process // 4)
+        return min(8, max(1, per_process - 1))
+
+    def _balanced_sampler(self, split: str) -> WeightedRandomSampler:
+        # built once, so its generator moves on from epoch to epoch instead of repeating one draw
+        if self._sampler is None:
+            targets = self._targets(split)
+            counts = torch.bincount(torch.tensor(targets), minlength=self.num_classes).clamp_min(1)
+            weights = (1.0 / counts.double())[torch.tensor(targets)]
+            generator = torch.Generator().manual_seed(self._hp.seed)
+            self._sampler = WeightedRandomSampler(
+                weights.tolist(), num_samples=len(targets), replacement=True, generator=generator
+            )
+        return self._sampler
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise ValueError(
+                f"There is no {split} data. Add a {split}/ folder or `{split}_file`, or hold some training images out "
+                f"with `{split}_split`."
+            )
+        dataset = self.datasets[split]
+        workers = self._num_workers()
+        pin = self._hp.pin_memory
+        if pin is None:
+            pin = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        sampler = self._balanced_sampler(split) if train and self._hp.balanced_sampler else None
+        batch_size = self._hp.batch_size if train else (self._hp.eval_batch_size or 2 * self._hp.batch_size)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=pin,
+            collate_fn=collate_skipping_bad,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list[Any]:
+        return self._loader("val", train=False) if "val" in self.datasets else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        if "predict" not in self.datasets:
+            raise ValueError("No images to predict: pass `predict_dir` (a folder of images or a list file).")
+        return self._loader("predict", train=False)
+
+    # ------------------------------------------------------------------ mixing on the device
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if trainer is None or not trainer.training or self._mixer is None or not self._mixer.enabled:
+            return batch
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:  # e.g. the model summary's example input
+            return batch
+        images, labels = batch[0], batch[1]
+        if not isinstance(labels, Tensor) or labels.ndim != 1:  # already soft targets
+            return batch
+        return self._mixer(images, labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mixer": self._mixer.state_dict()} if self._mixer is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._mixer_state = state_dict.get("mixer")
+        if self._mixer is not None and self._mixer_state is not None:
+            self._mixer.load_state_dict(self._mixer_state)

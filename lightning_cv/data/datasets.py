@@ -1,0 +1,149 @@
+"""Datasets over image files, subsets of in-memory sets with their own transform, and torchvision sets by name."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError, load_image
+
+__all__ = [
+    "TORCHVISION_ALIASES",
+    "ImageFileDataset",
+    "TransformSubset",
+    "collate_skipping_bad",
+    "load_torchvision_dataset",
+    "resolve_torchvision_name",
+]
+
+Transform = Callable[[Image.Image], Any]
+
+
+class ImageFileDataset(Dataset):
+    """Labelled (or, with ``labels=None``, unlabelled) image files decoded with :func:`load_image`.
+
+    A file that fails to decode yields ``None`` instead of another file's image and label (timm's dataset answers a
+    bad file with the *next* one, drifting labels); :func:`collate_skipping_bad` drops it from the batch. Unlabelled
+    items are ``(image, index)`` so a prediction can be traced back to ``paths[index]``.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int] | None,
+        transform: Transform | None = None,
+        *,
+        min_size: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if labels is not None and len(labels) != len(paths):
+            raise ValueError(f"Expected one label per path, got {len(labels)} labels for {len(paths)} paths.")
+        self.paths = list(paths)
+        self.targets = list(labels) if labels is not None else None
+        self.transform = transform
+        self.min_size = min_size
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        try:
+            image = load_image(self.paths[index], max_pixels=self.max_pixels, min_size=self.min_size)
+        except BadImageError as err:
+            warnings.warn(f"Skipping an image that cannot be used: {err}", stacklevel=2)
+            return None
+        sample = self.transform(image) if self.transform is not None else image
+        return sample, (self.targets[index] if self.targets is not None else index)
+
+
+class TransformSubset(Dataset):
+    """``base[indices]`` with its own transform; images are converted to RGB first (MNIST is greyscale)."""
+
+    def __init__(self, base: Any, indices: Sequence[int], transform: Transform | None = None) -> None:
+        self.base = base
+        self.indices = list(indices)
+        self.transform = transform
+        targets = getattr(base, "targets", None)
+        self.targets = [int(targets[i]) for i in self.indices] if targets is not None else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.base[self.indices[index]]
+        if isinstance(image, Image.Image) and image.mode != "RGB":
+            image = image.convert("RGB")
+        return (self.transform(image) if self.transform is not None else image), int(label)
+
+
+def collate_skipping_bad(batch: list[Any]) -> Any:
+    """``default_collate`` over the samples that decoded; an all-bad batch is an error naming the cause."""
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        raise RuntimeError(
+            f"None of the {len(batch)} images of a batch could be decoded (see the warnings above for the files). "
+            "Run with `image_check='decode'` to find and skip such files at setup."
+        )
+    return default_collate(kept)
+
+
+#: short names for the common torchvision sets; any other ``torchvision.datasets`` class works by its own name
+TORCHVISION_ALIASES = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "mnist": "MNIST",
+    "fashion_mnist": "FashionMNIST",
+    "fashion-mnist": "FashionMNIST",
+    "fashionmnist": "FashionMNIST",
+    "kmnist": "KMNIST",
+    "svhn": "SVHN",
+    "stl10": "STL10",
+}
+
+
+def resolve_torchvision_name(name: str) -> str | None:
+    """The ``torchvision.datasets`` class name for ``name`` (alias, ``torchvision:Name`` or case-insensitive)."""
+    import torchvision.datasets as tvd
+
+    key = name.split(":", 1)[1] if name.lower().startswith("torchvision:") else name
+    if key.lower() in TORCHVISION_ALIASES:
+        return TORCHVISION_ALIASES[key.lower()]
+    for attr in dir(tvd):
+        obj = getattr(tvd, attr)
+        if attr.lower() == key.lower() and inspect.isclass(obj) and issubclass(obj, Dataset):
+            return attr
+    return None
+
+
+def load_torchvision_dataset(class_name: str, root: str, split: str, download: bool, **kwargs: Any) -> Any:
+    """Instantiate ``torchvision.datasets.<class_name>`` for ``split`` ("train" or "test")."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, class_name)
+    params = inspect.signature(cls).parameters
+    if "train" in params:
+        kwargs["train"] = split == "train"
+    elif "split" in params:
+        kwargs["split"] = split
+    else:
+        raise ValueError(
+            f"torchvision.datasets.{class_name} takes neither `train` nor `split`, so its splits cannot be chosen. "
+            "Use an image folder or a CSV list instead."
+        )
+    if "download" in params:
+        kwargs["download"] = download
+    try:
+        return cls(root=root, **kwargs)
+    except RuntimeError as err:
+        if "download" in str(err).lower() or "not found" in str(err).lower():
+            raise FileNotFoundError(
+                f"{class_name} is not in '{root}' ({err}). Pass `download=True` to download it there, or point "
+                "`data_dir` at the folder that holds it."
+            ) from err
+        raise

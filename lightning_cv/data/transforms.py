@@ -1,0 +1,94 @@
+"""Train and eval transform presets on torchvision v2, sized and normalised like the backbone's pretraining."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+__all__ = ["AUTO_AUGMENTS", "build_eval_transform", "build_train_transform", "resize_size"]
+
+AUTO_AUGMENTS = ("randaugment", "trivialaugment", "autoaugment", "none")
+AutoAugmentName = Literal["randaugment", "trivialaugment", "autoaugment", "none"]
+
+_INTERPOLATIONS = {
+    "nearest": InterpolationMode.NEAREST,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+}
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    if name not in _INTERPOLATIONS:
+        raise ValueError(f"Unknown interpolation {name!r}. Choose one of: {', '.join(_INTERPOLATIONS)}.")
+    return _INTERPOLATIONS[name]
+
+
+def _to_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(mean), std=list(std))]
+
+
+def resize_size(image_size: int, crop_pct: float) -> int:
+    """The short side an eval image is resized to before the ``image_size`` center crop."""
+    return math.floor(image_size / crop_pct)
+
+
+def build_train_transform(
+    image_size: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bilinear",
+    scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    auto_augment: AutoAugmentName = "randaugment",
+    randaugment: dict[str, int] | None = None,
+    random_erasing: float = 0.0,
+) -> T.Compose:
+    """RandomResizedCrop, horizontal flip, an automatic augmentation policy, normalisation, optional RandomErasing.
+
+    Args:
+        scale: area range of RandomResizedCrop; raise the lower end (0.25-0.35) for small images or small datasets.
+        auto_augment: ``"randaugment"`` (with ``randaugment={"num_ops": 2, "magnitude": 9}``), ``"trivialaugment"``,
+            ``"autoaugment"`` (ImageNet policy) or ``"none"``.
+        random_erasing: probability of erasing a random rectangle (after normalisation).
+    """
+    mode = _interpolation(interpolation)
+    ops: list[Any] = [T.RandomResizedCrop(image_size, scale=scale, interpolation=mode, antialias=True)]
+    if hflip > 0:
+        ops.append(T.RandomHorizontalFlip(hflip))
+    if auto_augment == "randaugment":
+        ops.append(T.RandAugment(**{"num_ops": 2, "magnitude": 9, **(randaugment or {})}, interpolation=mode))
+    elif auto_augment == "trivialaugment":
+        ops.append(T.TrivialAugmentWide(interpolation=mode))
+    elif auto_augment == "autoaugment":
+        ops.append(T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=mode))
+    elif auto_augment != "none":
+        raise ValueError(f"Unknown auto_augment {auto_augment!r}. Choose one of: {', '.join(AUTO_AUGMENTS)}.")
+    ops += _to_tensor(mean, std)
+    if random_erasing > 0:
+        ops.append(T.RandomErasing(p=random_erasing, value=0))
+    return T.Compose(ops)
+
+
+def build_eval_transform(
+    image_size: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bilinear",
+    crop_pct: float = 0.875,
+) -> T.Compose:
+    """Resize the short side to ``image_size / crop_pct`` and center-crop ``image_size``: deterministic."""
+    mode = _interpolation(interpolation)
+    return T.Compose(
+        [
+            T.Resize(resize_size(image_size, crop_pct), interpolation=mode, antialias=True),
+            T.CenterCrop(image_size),
+            *_to_tensor(mean, std),
+        ]
+    )
