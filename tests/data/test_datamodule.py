@@ -1,4 +1,3 @@
-import gzip
 import struct
 
 import numpy as np
@@ -220,7 +219,6 @@ def write_mnist(root, n=20):
             f.write(struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes())
         with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
             f.write(struct.pack(">II", 2049, count) + labels.tobytes())
-    return gzip  # keeps the import used: the real files are gzipped downloads that torchvision unpacks
 
 
 def test_torchvision_dataset_by_name(tmp_path, monkeypatch):
@@ -236,7 +234,7 @@ def test_torchvision_dataset_by_name(tmp_path, monkeypatch):
     assert calls == [str(tmp_path), str(tmp_path)]  # the real download path, for train and test
     dm.setup("fit")
     assert dm.num_classes == 10 and dm.class_names[3].startswith("3")
-    image, label = dm.datasets["train"][0]
+    image, _label = dm.datasets["train"][0]
     assert image.shape == (3, 16, 16)  # greyscale became RGB
     assert len(dm.datasets["train"]) == 10 and len(dm.datasets["val"]) == 10 and len(dm.datasets["test"]) == 10
 

@@ -60,7 +60,7 @@ def test_stratified_split_is_seeded_and_stratified():
 
 
 def test_tiny_class_keeps_a_training_image():
-    val, train = stratified_split([0, 0, 0, 0, 1], [0.5], seed=0)
+    _val, train = stratified_split([0, 0, 0, 0, 1], [0.5], seed=0)
     assert 4 in train
 
 
