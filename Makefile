@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(PY) examples/demo.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check lightning_cv tests benchmarks examples

@@ -366,10 +366,15 @@ class ImageDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self._discover()
-        self._check_model()
+        if stage != "predict":  # predicting needs no training classes: the model brings its own
+            self._check_model()
         self.data_config = cfg = self._resolve_data_config()
         hp = self._hp
         size = cfg["image_size"]
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is not None and isinstance(getattr(model, "example_input_array", None), Tensor):
+            height, width = size if isinstance(size, tuple) else (size, size)
+            model.example_input_array = torch.zeros(1, 3, height, width)  # summaries and export see the real size
         train_tf = build_train_transform(
             size,
             mean=cfg["mean"],

@@ -43,7 +43,7 @@ class ImageClassifier(LightningModule):
     ``layer_decay`` gives layers near the input smaller learning rates (BEiT/ViT fine-tuning recipes).
 
     Args:
-        num_classes: number of classes (at least 2).
+        num_classes: number of classes (at least 2); required (the command line fills it in from the data).
         backbone: a timm model name (``timm.list_models()``), optionally with a pretrained tag.
         pretrained: ``True`` for timm's pretrained weights (downloaded once, then cached), a path to a local
             ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict or checkpoint, or ``False`` for random weights.
@@ -82,7 +82,7 @@ class ImageClassifier(LightningModule):
     def __init__(
         self,
         *,
-        num_classes: int,
+        num_classes: int | None = None,
         backbone: str = "resnet50",
         pretrained: bool | str = True,
         backbone_kwargs: dict[str, Any] | None = None,
@@ -119,6 +119,7 @@ class ImageClassifier(LightningModule):
             rank_zero_info("A callable optimizer is not saved in the checkpoint's hyperparameters.")
 
         self._optimizer_spec = optimizer
+        assert num_classes is not None  # checked above; narrows the type
         self.model = create_backbone(
             backbone,
             num_classes=num_classes,
@@ -445,6 +446,11 @@ def _rewrap_ddp(module: LightningModule) -> None:
 def _validate_arguments(args: dict[str, Any]) -> None:
     """Fail fast, in ``__init__``, with the fix in the message."""
     num_classes = args["num_classes"]
+    if num_classes is None:
+        raise ValueError(
+            "Expected argument `num_classes` to be an integer >= 2, but got None. Pass the number of classes, "
+            "e.g. `num_classes=datamodule.num_classes`."
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}.")
     names: Sequence[str] | None = args["class_names"]

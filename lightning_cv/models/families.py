@@ -42,7 +42,7 @@ class ResNetClassifier(_FamilyClassifier):
     family = "ResNet"
     timm_modules = ("resnet", "resnetv2")
 
-    def __init__(self, *, num_classes: int, backbone: str = "resnet50", **kwargs: Any) -> None:
+    def __init__(self, *, num_classes: int | None = None, backbone: str = "resnet50", **kwargs: Any) -> None:
         self._check_family(backbone)
         super().__init__(num_classes=num_classes, backbone=backbone, **kwargs)
 
@@ -57,7 +57,9 @@ class ViTClassifier(_FamilyClassifier):
     family = "ViT"
     timm_modules = ("vision_transformer", "vision_transformer_hybrid", "deit")
 
-    def __init__(self, *, num_classes: int, backbone: str = "vit_small_patch16_224", **kwargs: Any) -> None:
+    def __init__(
+        self, *, num_classes: int | None = None, backbone: str = "vit_small_patch16_224", **kwargs: Any
+    ) -> None:
         self._check_family(backbone)
         super().__init__(num_classes=num_classes, backbone=backbone, **kwargs)
 
@@ -71,7 +73,7 @@ class EfficientNetClassifier(_FamilyClassifier):
     family = "EfficientNet"
     timm_modules = ("efficientnet", "mobilenetv3")
 
-    def __init__(self, *, num_classes: int, backbone: str = "efficientnet_b0", **kwargs: Any) -> None:
+    def __init__(self, *, num_classes: int | None = None, backbone: str = "efficientnet_b0", **kwargs: Any) -> None:
         self._check_family(backbone)
         super().__init__(num_classes=num_classes, backbone=backbone, **kwargs)
 
@@ -82,6 +84,6 @@ class ConvNeXtClassifier(_FamilyClassifier):
     family = "ConvNeXt"
     timm_modules = ("convnext",)
 
-    def __init__(self, *, num_classes: int, backbone: str = "convnext_tiny", **kwargs: Any) -> None:
+    def __init__(self, *, num_classes: int | None = None, backbone: str = "convnext_tiny", **kwargs: Any) -> None:
         self._check_family(backbone)
         super().__init__(num_classes=num_classes, backbone=backbone, **kwargs)

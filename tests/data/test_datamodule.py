@@ -202,7 +202,7 @@ def test_predict_folder_of_unlabelled_images(tmp_path):
         write_image(tmp_path / "photos" / f"p{i}.jpg", i, fmt="JPEG")
     (tmp_path / "photos" / "readme.txt").write_text("x")
     dm = shapes(predict_dir=str(tmp_path / "photos"))
-    model = ImageClassifier(backbone="test_resnet", num_classes=6, pretrained=False)
+    model = ImageClassifier(backbone="test_resnet", num_classes=6, pretrained=False, class_names=list(SHAPE_CLASSES))
     out = tiny_trainer(tmp_path).predict(model, dm)
     assert [f.split("/")[-1] for f in dm.predict_files] == ["p0.jpg", "p1.jpg", "p2.jpg"]
     assert out[0]["class_names"][0] in SHAPE_CLASSES

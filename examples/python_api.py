@@ -1,7 +1,7 @@
 """Train, test, checkpoint and reload an ImageClassifier offline, on the embedded shapes dataset.
 
-Run with ``make demo`` (sets up .venv first) or ``python examples/quickstart.py``. Writes TensorBoard logs and
-checkpoints under ``runs/quickstart/``. No network: the backbone starts from random weights (``pretrained=False``);
+Run with ``.venv/bin/python examples/python_api.py`` (after ``make install``). Writes TensorBoard logs and
+checkpoints under ``runs/python_api/``. No network: the backbone starts from random weights (``pretrained=False``);
 with internet, ``pretrained=True`` downloads timm's ImageNet weights and trains much faster.
 """
 
@@ -20,11 +20,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--backbone", default="resnet10t")
-    parser.add_argument("--out", default="runs/quickstart")
+    parser.add_argument("--out", default="runs/python_api")
     args = parser.parse_args()
 
     seed_everything(0, workers=True)
-    data = ImageDataModule(dataset="shapes", image_size=64, batch_size=32, scale=(0.6, 1.0), auto_augment="none")
+    data = ImageDataModule(
+        dataset="shapes",
+        dataset_kwargs={"num_train": 4000, "image_size": 48},
+        image_size=48,
+        batch_size=32,
+        scale=(0.6, 1.0),
+        auto_augment="none",
+    )
     model = ImageClassifier(
         backbone=args.backbone,
         num_classes=data.num_classes,

@@ -1,0 +1,5 @@
+"""Callbacks that work with any LightningModule."""
+
+from lightning_cv.callbacks.prediction_writer import PredictionWriter
+
+__all__ = ["PredictionWriter"]

@@ -1,0 +1,164 @@
+"""Write predictions to CSV (and JSON Lines) as they are made, one row per image, unreadable images included."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+__all__ = ["PredictionWriter"]
+
+
+def _safe_name(name: str) -> str:
+    if not name or name in (".", "..") or os.sep in name or "/" in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"Expected `filename` to be a plain file name without folders, but got {name!r}.")
+    return name
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Stream ``Trainer.predict`` results to ``<output_dir>/<filename>.csv`` (and ``.jsonl``).
+
+    Each row holds the image path, the predicted class name and index, its probability and the top-k classes. Images
+    that could not be read get a row with an ``error`` and no prediction, so the output accounts for every input.
+    Rows are written batch by batch, so predicting a million images needs no memory for their results. Only the
+    fixed file names are written, inside ``output_dir``; nothing taken from the data becomes a path.
+
+    Works with any LightningModule whose ``predict_step`` returns class probabilities (a tensor, or a dict with
+    ``"probs"``) and a predict dataset whose items are ``(image, index)`` with ``dataset.paths`` (as
+    :class:`~lightning_cv.data.ImageFileDataset` gives); other datasets are written with the running index.
+
+    Args:
+        output_dir: folder for the files; defaults to the run's log directory.
+        filename: base name of the files, without folders.
+        formats: ``"csv"`` and/or ``"jsonl"``.
+        top_k: how many of the most probable classes to list per image.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        filename: str = "predictions",
+        formats: Sequence[Literal["csv", "jsonl"]] = ("csv",),
+        top_k: int = 5,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.filename = _safe_name(filename)
+        unknown = [f for f in formats if f not in ("csv", "jsonl")]
+        if unknown or not formats:
+            raise ValueError(f"Expected `formats` from 'csv' and 'jsonl', but got {list(formats)!r}.")
+        if top_k < 1:
+            raise ValueError(f"Expected `top_k` >= 1, but got {top_k}.")
+        self.formats = tuple(formats)
+        self.top_k = top_k
+        self.paths: dict[str, Path] = {}
+        self._files: dict[str, Any] = {}
+        self._csv: Any = None
+        self._seen: set[int] = set()
+        self._offset = 0
+
+    def _directory(self, trainer: Trainer) -> Path:
+        base = self.output_dir or trainer.log_dir or trainer.default_root_dir
+        return Path(base)
+
+    @override
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        directory = self._directory(trainer)
+        directory.mkdir(parents=True, exist_ok=True)
+        suffix = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        self._seen, self._offset = set(), 0
+        for fmt in self.formats:
+            path = directory / f"{self.filename}{suffix}.{fmt}"
+            self.paths[fmt] = path
+            self._files[fmt] = open(path, "w", newline="", encoding="utf-8")
+        if "csv" in self._files:
+            self._csv = csv.writer(self._files["csv"])
+            self._csv.writerow(["path", "predicted_class", "predicted_index", "probability", "top_k", "error"])
+
+    def _rows(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> list[dict[str, Any]]:
+        probs = prediction["probs"] if isinstance(prediction, dict) else prediction
+        probs = probs.detach().float().cpu()
+        names = list(pl_module.hparams.get("class_names") or []) if hasattr(pl_module, "hparams") else []
+        names = names or [str(i) for i in range(probs.shape[1])]
+        dataset = getattr(trainer.predict_dataloaders, "dataset", None)
+        paths = getattr(dataset, "paths", None)
+        indices = batch[1].tolist() if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+        if indices is None or paths is None:
+            indices = list(range(self._offset, self._offset + probs.shape[0]))
+        self._offset += probs.shape[0]
+        k = min(self.top_k, probs.shape[1])
+        top_p, top_i = probs.topk(k, dim=1)
+        rows = []
+        for row, index in enumerate(indices):
+            self._seen.add(int(index))
+            rows.append(
+                {
+                    "path": paths[index] if paths is not None else str(index),
+                    "predicted_class": names[int(top_i[row, 0])],
+                    "predicted_index": int(top_i[row, 0]),
+                    "probability": round(float(top_p[row, 0]), 6),
+                    "top_k": [[names[int(i)], round(float(p), 6)] for p, i in zip(top_p[row], top_i[row], strict=True)],
+                    "error": "",
+                }
+            )
+        return rows
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if self._csv is not None:
+                top = ";".join(f"{name}:{p:.4f}" for name, p in row["top_k"])
+                self._csv.writerow(
+                    [row["path"], row["predicted_class"], row["predicted_index"], row["probability"], top, row["error"]]
+                )
+            if "jsonl" in self._files:
+                self._files["jsonl"].write(json.dumps(row) + "\n")
+
+    @override
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        self._write(self._rows(trainer, pl_module, prediction, batch))
+
+    @override
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dataset = getattr(trainer.predict_dataloaders, "dataset", None)
+        paths = getattr(dataset, "paths", None)
+        if paths is not None and trainer.world_size == 1:
+            from lightning_cv.data.image_io import BadImageError, load_image
+
+            for index, path in enumerate(paths):
+                if index in self._seen:
+                    continue
+                try:
+                    load_image(path).close()
+                    reason = "skipped"
+                except BadImageError as err:
+                    reason = err.reason
+                except OSError as err:
+                    reason = str(err)
+                row = {"path": path, "predicted_class": "", "predicted_index": "", "probability": ""}
+                self._write([{**row, "top_k": [], "error": f"unreadable: {reason}"}])
+        for handle in self._files.values():
+            handle.close()
+        self._files, self._csv = {}, None
+        rank_zero_info(f"Predictions written to {', '.join(str(p) for p in self.paths.values())}")
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        for handle in self._files.values():
+            handle.close()  # keep what was written so far
+        self._files, self._csv = {}, None
