@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.data.datamodule import DEFAULT_DATA_CONFIG, ImageDataModule
 from lightning_cv.models.classifier import ImageClassifier
@@ -101,6 +102,7 @@ class LightningCVCLI(LightningCLI):
     """``lightning-cv fit|validate|test|predict``: LightningCLI with the defaults a practitioner adds by hand.
 
     TensorBoard logging under ``runs/``, checkpoints of the best (by ``val_acc``) and the last epoch, an LR monitor,
+    a gallery of the worst validation predictions (``--gallery_images``),
     optional early stopping (``--early_stopping_patience``), the LR range test and batch-size finder
     (``--tune.lr_find``, ``--tune.batch_size``) and a CSV prediction writer.
     """
@@ -131,6 +133,12 @@ class LightningCVCLI(LightningCLI):
             type=int | None,
             default=None,
             help="Stop when val_acc has not improved for this many validation rounds (default: off).",
+        )
+        parser.add_argument(
+            "--gallery_images",
+            type=int,
+            default=16,
+            help="Validation images shown each epoch, worst mistakes first (0: no gallery).",
         )
         parser.add_argument("--tune.lr_find", type=bool, default=False, help="Run the LR range test before fit.")
         parser.add_argument("--tune.lr_find_steps", type=int, default=100, help="Steps of the LR range test.")
@@ -185,6 +193,8 @@ class LightningCVCLI(LightningCLI):
         callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
         if trainer.loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if cfg.get("gallery_images"):
+            callbacks.append(PredictionGallery(num_images=cfg.gallery_images))
         if cfg.get("early_stopping_patience") is not None:
             callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.early_stopping_patience))
         return trainer

@@ -43,6 +43,12 @@ def test_fit_writes_checkpoints_config_and_events(in_tmp, capsys):
     ckpts = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and any(n.startswith("best-epoch=") for n in ckpts)
     assert list(run.glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert {"val_confusion_matrix", "val_worst_predictions"} <= set(events.Tags()["images"])
+    assert {"val_acc", "train_loss_epoch"} <= set(events.Tags()["scalars"])
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["num_classes"] == 6  # linked from the data, and written down
     assert config["model"]["class_names"][:2] == ["circle", "square"]
@@ -150,6 +156,11 @@ def test_lr_finder_saves_its_plot(in_tmp):
     plot = Path(cli.trainer.log_dir) / "lr_find.png"
     assert plot.is_file() and plot.stat().st_size > 1000
     assert cli.model.hparams["lr"] != 1e-3  # the suggestion is used
+
+
+def test_batch_size_finder(in_tmp):
+    cli = fit("--tune.batch_size=true", "--data.batch_size=2", "--trainer.max_epochs=1")
+    assert cli.datamodule.hparams["batch_size"] > 2
 
 
 def test_early_stopping_flag_adds_the_callback(in_tmp):

@@ -292,7 +292,7 @@ class ImageClassifier(LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _evaluate(self, batch: Any, stage: str) -> None:
+    def _evaluate(self, batch: Any, stage: str) -> dict[str, Tensor]:
         images, target = _unpack(batch)
         if target.ndim == 2:
             target = target.argmax(dim=1)
@@ -305,12 +305,13 @@ class ImageClassifier(LightningModule):
         confmat.update(probs, target)
         n = images.shape[0]
         self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=n)
+        return {"probs": probs}  # for callbacks such as PredictionGallery
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluate(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Predicted class indices, class probabilities and (when known) predicted class names."""
