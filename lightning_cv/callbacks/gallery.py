@@ -125,9 +125,10 @@ class PredictionGallery(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._due(trainer) or not self._kept:
             return
-        config = getattr(trainer.datamodule, "data_config", None) or getattr(pl_module, "data_config", None) or {}
+        datamodule = getattr(trainer, "datamodule", None)
+        config = getattr(datamodule, "data_config", None) or getattr(pl_module, "data_config", None) or {}
         figure = self.figure(config.get("mean"), config.get("std"), self._names(pl_module))
-        experiments = [getattr(logger, "experiment", None) for logger in trainer.loggers]
+        experiments: list[Any] = [getattr(logger, "experiment", None) for logger in trainer.loggers]
         targets = [e for e in experiments if hasattr(e, "add_figure")]
         for experiment in targets:
             experiment.add_figure("val_worst_predictions", figure, global_step=trainer.global_step)
