@@ -2,5 +2,6 @@
 
 from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
+from lightning_cv.callbacks.warmup import LinearWarmup
 
-__all__ = ["PredictionGallery", "PredictionWriter"]
+__all__ = ["LinearWarmup", "PredictionGallery", "PredictionWriter"]
