@@ -306,8 +306,10 @@ class ImageDataModule(LightningDataModule):
         name = resolve_torchvision_name(hp.dataset)
         assert name is not None
         kwargs = dict(hp.dataset_kwargs or {})
-        train = load_torchvision_dataset(name, hp.data_dir, "train", download=False, **kwargs)
-        test = load_torchvision_dataset(name, hp.data_dir, "test", download=False, **kwargs)
+        # the class names may be wanted before prepare_data ran (the command line asks at start-up), so a dataset
+        # that may download does so here too; torchvision skips the download when the files are already there
+        train = load_torchvision_dataset(name, hp.data_dir, "train", download=hp.download, **kwargs)
+        test = load_torchvision_dataset(name, hp.data_dir, "test", download=hp.download, **kwargs)
         targets = [int(t) for t in getattr(train, "targets", getattr(train, "labels", []))]
         if not targets:
             raise ValueError(f"torchvision.datasets.{name} exposes no `targets` or `labels`; use an image folder.")

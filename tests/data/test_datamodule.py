@@ -208,9 +208,9 @@ def test_predict_folder_of_unlabelled_images(tmp_path):
     assert out[0]["class_names"][0] in SHAPE_CLASSES
 
 
-def write_mnist(root, n=20):
+def write_mnist(root, n=20, exist_ok=False):
     raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
+    raw.mkdir(parents=True, exist_ok=exist_ok)
     rng = np.random.default_rng(0)
     for prefix, count in (("train", n), ("t10k", n // 2)):
         images = rng.integers(0, 255, (count, 28, 28), dtype=np.uint8)
@@ -237,6 +237,14 @@ def test_torchvision_dataset_by_name(tmp_path, monkeypatch):
     image, _label = dm.datasets["train"][0]
     assert image.shape == (3, 16, 16)  # greyscale became RGB
     assert len(dm.datasets["train"]) == 10 and len(dm.datasets["val"]) == 10 and len(dm.datasets["test"]) == 10
+
+
+def test_torchvision_classes_known_before_prepare_data_with_download(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", lambda self: write_mnist(tmp_path, exist_ok=True))
+    dm = ImageDataModule(dataset="mnist", data_dir=str(tmp_path), download=True)
+    assert dm.num_classes == 10  # the command line asks this first, before any prepare_data
 
 
 def test_torchvision_dataset_missing_says_download(tmp_path):
