@@ -98,6 +98,21 @@ def find_checkpoint(kind: str, root: str | os.PathLike[str]) -> str:
     return str(found[-1])
 
 
+def _checkpoint_root(cfg: Any) -> str:
+    """Where this configuration's ModelCheckpoint writes: its dirpath, the logger's folder, or Lightning's default."""
+    checkpoint = cfg.get("checkpoint")
+    if checkpoint is not None and checkpoint.get("dirpath"):
+        return str(checkpoint.dirpath)
+    logger = cfg.trainer.get("logger")
+    root_dir = cfg.trainer.get("default_root_dir") or "."
+    if logger is False:
+        return os.path.join(root_dir, "checkpoints")
+    init_args = logger.get("init_args") if hasattr(logger, "get") else None
+    if init_args is not None and init_args.get("save_dir"):
+        return str(init_args.save_dir)
+    return os.path.join(root_dir, "lightning_logs") if logger is True else RUNS_DIR
+
+
 class LightningCVCLI(LightningCLI):
     """``lightning-cv fit|validate|test|predict``: LightningCLI with the defaults a practitioner adds by hand.
 
@@ -156,13 +171,7 @@ class LightningCVCLI(LightningCLI):
         cfg = self.config[sub]
         ckpt = cfg.get("ckpt_path")
         if ckpt in ("best", "last"):
-            logger = cfg.trainer.get("logger")
-            root = RUNS_DIR
-            if isinstance(logger, dict) or hasattr(logger, "init_args"):
-                root = str(getattr(logger.init_args, "save_dir", None) or RUNS_DIR)
-            elif cfg.trainer.get("default_root_dir"):
-                root = cfg.trainer.default_root_dir
-            cfg.ckpt_path = ckpt = find_checkpoint(ckpt, root)
+            cfg.ckpt_path = ckpt = find_checkpoint(ckpt, _checkpoint_root(cfg))
             rank_zero_info(f"--ckpt_path resolved to {ckpt}")
         if ckpt:
             _load_checkpoint_meta(ckpt)

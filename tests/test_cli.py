@@ -189,3 +189,9 @@ def test_subprocess_entry_points(in_tmp):
         [sys.executable, "-m", "lightning_cv", "test", "--ckpt_path=nope.ckpt"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_best_checkpoint_found_without_a_logger(in_tmp):
+    fit("--trainer.logger=false", "--trainer.max_epochs=1")
+    cli = LightningCVCLI(args=["validate", *TINY, "--trainer.logger=false", "--ckpt_path=best"])
+    assert "val_acc" in cli.trainer.callback_metrics

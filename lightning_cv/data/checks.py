@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lightning_cv.data.image_io import BadImageError, check_image
+from lightning_cv.data.image_io import BadImageError, check_image, load_image
 
 __all__ = [
     "ClassBalance",
@@ -76,9 +76,8 @@ def _digest(path: str) -> str:
 
 def perceptual_hash(path: str | os.PathLike[str]) -> int:
     """A 64-bit difference hash (dHash) of the image's 9x8 greyscale thumbnail; near duplicates differ in few bits."""
-    with Image.open(path) as image:
-        image.draft("L", (32, 32))
-        small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+    image = load_image(path, min_size=32)  # decoded like training sees it: 16-bit, alpha and EXIF handled
+    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return int(sum(1 << i for i, b in enumerate(bits) if b))
 
@@ -102,7 +101,7 @@ def find_leaks(
                     continue
                 try:
                     values.append(perceptual_hash(path))
-                except (OSError, ValueError, Image.DecompressionBombError):
+                except (BadImageError, OSError, ValueError):
                     continue
                 kept.append(path)
             hashed[split] = (kept, np.array(values, dtype=np.uint64))

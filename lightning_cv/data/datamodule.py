@@ -34,7 +34,7 @@ from lightning_cv.data.sources import (
     scan_class_folders,
     stratified_split,
 )
-from lightning_cv.data.transforms import AUTO_AUGMENTS, build_eval_transform, build_train_transform, resize_size
+from lightning_cv.data.transforms import AUTO_AUGMENTS, build_eval_transform, build_train_transform
 
 __all__ = ["ImageDataModule"]
 
@@ -150,6 +150,7 @@ class ImageDataModule(LightningDataModule):
         self._mixer: BatchMixer | None = None
         self._sampler: WeightedRandomSampler | None = None
         self._mixer_state: dict[str, Any] | None = None
+        self._mixer_reseed: list[int] | None = None
         self.data_config: dict[str, Any] = {}
 
     @property
@@ -363,8 +364,15 @@ class ImageDataModule(LightningDataModule):
                 f"({', '.join(self.class_names[:10])}{', ...' if self.num_classes > 10 else ''}). Create the model "
                 "with `num_classes=datamodule.num_classes, class_names=datamodule.class_names`."
             )
-        if "class_names" in hparams and hparams["class_names"] is None:
+        names = hparams.get("class_names")
+        if names is None and "class_names" in hparams:
             hparams["class_names"] = self.class_names  # predictions and checkpoints then carry the names
+        elif names is not None and list(names) != self.class_names:
+            raise ValueError(
+                f"The model's classes {list(names)[:8]} differ from the data's {self.class_names[:8]} (same count, "
+                "another order or other names): label i would mean a different class. Create the model with "
+                "`class_names=datamodule.class_names`, or fix the data's class folders/labels."
+            )
 
     def setup(self, stage: str | None = None) -> None:
         self._discover()
@@ -392,7 +400,7 @@ class ImageDataModule(LightningDataModule):
             size, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"], crop_pct=cfg["crop_pct"]
         )
         longest = max(size) if isinstance(size, tuple) else size
-        eval_min = resize_size(longest, cfg["crop_pct"])
+        eval_min = math.floor(longest / cfg["crop_pct"])
         train_min = math.ceil(longest / math.sqrt(hp.scale[0]))
         source = self._source()
         if source in ("folders", "list") and not self._checked:
@@ -432,8 +440,7 @@ class ImageDataModule(LightningDataModule):
             switch_prob=hp.switch_prob,
             seed=hp.seed + rank,  # ranks draw different mixes
         )
-        if self._mixer_state is not None:
-            self._mixer.load_state_dict(self._mixer_state)
+        self._apply_mixer_state()
         if "train" in self.datasets and stage in (None, "fit"):
             rank_zero_info(f"Training images per class:\n{self.class_balance()}")
 
@@ -583,9 +590,26 @@ class ImageDataModule(LightningDataModule):
         return self._mixer(images, labels)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mixer": self._mixer.state_dict()} if self._mixer is not None else {}
+        if self._mixer is None:
+            return {}
+        step = self.trainer.global_step if self.trainer is not None else 0
+        return {"mixer": self._mixer.state_dict(), "step": step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._mixer_state = state_dict.get("mixer")
-        if self._mixer is not None and self._mixer_state is not None:
+        # Only rank 0's generator state is in the checkpoint: with several processes each rank instead starts a
+        # stream of its own from (seed, rank, step), so ranks keep drawing different mixes after a resume.
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            self._mixer_state = None
+            self._mixer_reseed = [self._hp.seed, trainer.global_rank, int(state_dict.get("step", 0))]
+        else:
+            self._mixer_state = state_dict.get("mixer")
+        if self._mixer is not None:
+            self._apply_mixer_state()
+
+    def _apply_mixer_state(self) -> None:
+        assert self._mixer is not None
+        if self._mixer_reseed is not None:
+            self._mixer.reseed(self._mixer_reseed)
+        elif self._mixer_state is not None:
             self._mixer.load_state_dict(self._mixer_state)

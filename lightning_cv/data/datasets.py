@@ -70,6 +70,8 @@ class TransformSubset(Dataset):
         self.indices = list(indices)
         self.transform = transform
         targets = getattr(base, "targets", None)
+        if targets is None:
+            targets = getattr(base, "labels", None)  # SVHN, STL10
         self.targets = [int(targets[i]) for i in self.indices] if targets is not None else None
 
     def __len__(self) -> int:

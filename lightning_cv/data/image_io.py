@@ -38,7 +38,11 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
 
 def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
-    if os.path.getsize(path) == 0:
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        raise BadImageError(path, f"missing or unreadable file ({type(err).__name__}: {err.strerror or err})") from err
+    if size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
@@ -62,7 +66,13 @@ def _to_rgb(image: Image.Image, background: Sequence[int]) -> Image.Image:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white
         array = np.asarray(image).astype(np.float32)
-        scale = 257.0 if mode.startswith("I;16") or array.max(initial=0) <= 65535 else array.max() / 255.0
+        high = float(array.max(initial=0))
+        if mode.startswith("I;16") or 255 < high <= 65535:
+            scale = 257.0  # 16-bit range
+        elif high <= 255:
+            scale = 1.0  # 32-bit container holding 8-bit values
+        else:
+            scale = high / 255.0
         grey = np.clip(np.rint(array / scale), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     if mode == "F":

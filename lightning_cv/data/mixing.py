@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,10 @@ class BatchMixer:
         self.switch_prob = switch_prob
         self.mixup = MixUp(mixup_alpha)
         self.cutmix = CutMix(cutmix_alpha)
+        self.reseed(seed)
+
+    def reseed(self, seed: int | Sequence[int] | None) -> None:
+        """Start a new parameter stream, e.g. ``[seed, rank, step]`` for each process after a resume."""
         self._rng = np.random.default_rng(seed)
         self.mixup._rng = self.cutmix._rng = self._rng  # one stream: one state to save and restore
 

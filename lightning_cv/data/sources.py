@@ -108,7 +108,8 @@ def read_list_file(path: str | os.PathLike[str], root: str | os.PathLike[str] | 
     if not lines:
         raise ValueError(f"List file '{file}' has no rows. Expected `path,label` rows.")
     delimiter = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
-    rows = list(csv.reader(lines, delimiter=delimiter)) if delimiter else [ln.split() for ln in lines]
+    # without a delimiter the label is the last word and the path the rest, so paths may hold spaces
+    rows = list(csv.reader(lines, delimiter=delimiter)) if delimiter else [ln.strip().rsplit(None, 1) for ln in lines]
     path_col, label_col = _pick(rows[0], _PATH_COLUMNS), _pick(rows[0], _LABEL_COLUMNS)
     has_header = path_col is not None and label_col is not None
     if has_header:
@@ -153,6 +154,8 @@ def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: in
         start = 0
         for part, fraction in enumerate(fractions):
             count = round(len(indices) * fraction)
+            if fraction > 0:
+                count = max(count, 1)  # a small class still gets held-out images (round(0.5) is 0)
             count = min(count, max(0, len(indices) - start - 1))
             parts[part] += indices[start : start + count].tolist()
             start += count

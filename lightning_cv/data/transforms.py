@@ -32,13 +32,20 @@ def _to_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(mean), std=list(std))]
 
 
-def resize_size(image_size: int, crop_pct: float) -> int:
-    """The short side an eval image is resized to before the ``image_size`` center crop."""
+def resize_size(image_size: int | tuple[int, int], crop_pct: float) -> int | tuple[int, int]:
+    """What an eval image is resized to before the ``image_size`` center crop.
+
+    For a square size, the short side (aspect ratio kept); for ``(height, width)``, that exact size scaled by
+    ``1 / crop_pct``, as timm does.
+    """
+    if isinstance(image_size, (tuple, list)):
+        height, width = image_size
+        return (math.floor(height / crop_pct), math.floor(width / crop_pct))
     return math.floor(image_size / crop_pct)
 
 
 def build_train_transform(
-    image_size: int,
+    image_size: int | tuple[int, int],
     *,
     mean: Sequence[float],
     std: Sequence[float],
@@ -76,7 +83,7 @@ def build_train_transform(
 
 
 def build_eval_transform(
-    image_size: int,
+    image_size: int | tuple[int, int],
     *,
     mean: Sequence[float],
     std: Sequence[float],

@@ -173,7 +173,8 @@ class ImageClassifier(LightningModule):
         apply_freezing(self.model, self._groups, num_frozen)
         self._num_frozen = num_frozen
         if self.training:
-            eval_frozen_modules(self.model)
+            self.model.train()  # thawed blocks train again (BatchNorm statistics, dropout) ...
+            eval_frozen_modules(self.model)  # ... while frozen ones stay in eval mode
         else:
             self.model.eval()
 
@@ -249,10 +250,17 @@ class ImageClassifier(LightningModule):
         The optimizer state restores the LR the old run last used; when the schedule now has another length (a
         larger ``max_epochs``), the first step would otherwise still use the old value.
         """
-        from torch.optim.lr_scheduler import LambdaLR
+        from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
+            total = self.trainer.estimated_stepping_batches
+            if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != total:
+                raise ValueError(
+                    f"The 'onecycle' schedule of this checkpoint was planned for {scheduler.total_steps} optimizer "
+                    f"steps and cannot stretch to {int(total)}. Resume with the original `max_epochs`/`max_steps`, "
+                    "or train with `scheduler='cosine'`, which follows a new length."
+                )
             if isinstance(scheduler, LambdaLR):
                 groups = scheduler.optimizer.param_groups
                 for group, base, fn in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):

@@ -296,3 +296,64 @@ def test_trainer_fit_end_to_end_on_folders(tmp_path):
     )
     trainer.fit(model, dm)
     assert "val_acc" in trainer.callback_metrics and model.hparams["class_names"] == ["cat", "dog", "owl"]
+
+
+def test_non_square_model_input(tmp_path):
+    model = ImageClassifier(
+        backbone="test_vit", num_classes=6, pretrained=False, backbone_kwargs={"img_size": [32, 48]}
+    )
+    dm = ImageDataModule(dataset="shapes", dataset_kwargs=SMALL, batch_size=8)
+    tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(model, dm)
+    assert dm.datasets["val"][0][0].shape == (3, 32, 48) and dm.datasets["train"][0][0].shape == (3, 32, 48)
+
+
+def test_missing_listed_file_is_skipped_not_fatal(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / f"{i}.png", i)
+    (tmp_path / "train.csv").write_text("0.png,a\n1.png,b\n2.png,a\n3.png,b\ngone.png,a\n")
+    dm = ImageDataModule(train_file=str(tmp_path / "train.csv"), val_split=0.0)
+    with pytest.warns(UserWarning, match=r"gone.png: missing or unreadable file"):
+        dm.setup("fit")
+    assert len(dm.datasets["train"]) == 4
+
+
+def test_datasets_with_labels_instead_of_targets():
+    from lightning_cv.data.datasets import TransformSubset
+
+    class LabelsOnly:
+        labels = [3, 1, 2]
+
+        def __getitem__(self, i):
+            return Image.new("L", (4, 4)), self.labels[i]
+
+    subset = TransformSubset(LabelsOnly(), [2, 0])
+    assert subset.targets == [2, 3] and subset[0][0].mode == "RGB"
+
+
+def test_class_order_mismatch_is_refused(tmp_path):
+    model = ImageClassifier(
+        backbone="test_resnet", num_classes=6, pretrained=False, class_names=list(reversed(SHAPE_CLASSES))
+    )
+    with pytest.raises(ValueError, match=r"The model's classes .* differ from the data's"):
+        tiny_trainer(tmp_path).fit(model, shapes())
+
+
+def test_ranks_draw_their_own_mixes_after_a_resume():
+    class FakeTrainer:
+        world_size, global_rank, global_step = 2, 1, 40
+
+    dm = shapes(mixup_alpha=1.0)
+    dm.setup("fit")
+    state = dm.state_dict()
+    dm.trainer = FakeTrainer()
+    dm.load_state_dict(state)
+    assert dm._mixer_reseed == [42, 1, state["step"]]
+
+
+def test_perceptual_hash_sees_16bit_content(tmp_path):
+    from lightning_cv.data.checks import perceptual_hash
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 65535, (32, 32), dtype=np.uint16)).save(tmp_path / f"{name}.png")
+    assert perceptual_hash(tmp_path / "a.png") != perceptual_hash(tmp_path / "b.png")

@@ -109,3 +109,14 @@ def test_decompression_bomb_is_refused_not_crashing(tmp_path):
             load_image(tmp_path / "bomb.png")
     finally:
         Image.MAX_IMAGE_PIXELS = old
+
+
+def test_missing_file_is_a_bad_image(tmp_path):
+    with pytest.raises(BadImageError, match="missing or unreadable file"):
+        check_image(tmp_path / "nope.png")
+
+
+def test_32bit_integer_image_with_8bit_values(tmp_path):
+    Image.fromarray(np.full((4, 4), 200, dtype=np.int32), "I").save(tmp_path / "i32.tif")
+    assert Image.open(tmp_path / "i32.tif").mode == "I"
+    assert tuple(rgb(load_image(tmp_path / "i32.tif"))[0, 0]) == (200, 200, 200)

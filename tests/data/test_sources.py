@@ -68,3 +68,13 @@ def test_list_images_recursive_sorted(tmp_path):
     write_image(tmp_path / "b" / "2.jpg", 1, fmt="JPEG")
     write_image(tmp_path / "a" / "1.png", 2)
     assert [p.split("/")[-1] for p in list_images(tmp_path)] == ["1.png", "2.jpg"]
+
+
+def test_text_list_paths_with_spaces(tmp_path):
+    (tmp_path / "list.txt").write_text("cats/tabby 1.png cat\n")
+    assert read_list_file(tmp_path / "list.txt", root="/d") == [("/d/cats/tabby 1.png", "cat")]
+
+
+def test_small_classes_still_get_validation_images():
+    val, _train = stratified_split([0] * 5 + [1] * 5, [0.1], seed=0)
+    assert {i // 5 for i in val} == {0, 1}

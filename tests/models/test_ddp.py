@@ -13,7 +13,8 @@ class SaveRankWeights(Callback):
         self.out_dir = str(out_dir)
 
     def on_train_end(self, trainer, pl_module):
-        weights = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+        # parameters: BatchNorm running statistics are per rank by design (DDP broadcasts rank 0's at each forward)
+        weights = {k: v.detach().clone() for k, v in pl_module.model.named_parameters()}
         torch.save(
             {"weights": weights, "frozen": pl_module.num_frozen_groups},
             f"{self.out_dir}/rank{trainer.global_rank}.pt",

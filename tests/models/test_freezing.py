@@ -220,3 +220,17 @@ def test_auto_policy_is_chosen_at_fit_start_and_logged(tmp_path, caplog):
 def test_bad_freezing_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, **kwargs)
+
+
+def test_thawed_blocks_train_again_after_a_milestone(tmp_path):
+    modes = {}
+
+    class Spy(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes[trainer.current_epoch] = (pl_module.model.bn1.training, pl_module.model.layer4[0].bn1.training)
+
+    model = ImageClassifier(
+        backbone="test_resnet", num_classes=3, pretrained=False, freeze_backbone=True, unfreeze_milestones=[1]
+    )
+    tiny_trainer(tmp_path, max_epochs=2, callbacks=[Spy()]).fit(model, make_loader(), make_loader())
+    assert modes == {0: (False, False), 1: (True, True)}

@@ -174,3 +174,14 @@ def test_iterable_data_without_length_counts_in_steps(tmp_path):
     with pytest.raises(ValueError, match="give the warmup as `warmup_steps`"):
         bad = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, warmup_epochs=1)
         tiny_trainer(tmp_path, max_steps=6).fit(bad, loader)
+
+
+def test_onecycle_cannot_stretch_on_resume(tmp_path):
+    kwargs = dict(backbone="test_resnet", num_classes=3, pretrained=False, scheduler="onecycle", optimizer="sgd")
+    first = tiny_trainer(tmp_path, max_epochs=1)
+    first.fit(ImageClassifier(**kwargs), make_loader())
+    first.save_checkpoint(tmp_path / "one.ckpt")
+    with pytest.raises(ValueError, match=r"'onecycle' schedule of this checkpoint was planned for 2 optimizer steps"):
+        tiny_trainer(tmp_path, max_epochs=3).fit(
+            ImageClassifier(**kwargs), make_loader(), ckpt_path=str(tmp_path / "one.ckpt")
+        )
