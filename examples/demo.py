@@ -2,7 +2,7 @@
 
 Runs the same three commands a user would type (in-process, through ``LightningCVCLI``):
 
-    lightning-cv fit --config configs/quickstart.yaml
+    lightning-cv fit --config configs/quickstart.yaml --trainer.callbacks+=lightning_cv.callbacks.ONNXExport
     lightning-cv test --config configs/quickstart.yaml --ckpt_path best
     lightning-cv predict --ckpt_path best --data.predict_dir runs/demo_photos --prediction.output_dir runs/demo
 
@@ -35,7 +35,10 @@ def write_photos(folder: Path, count: int = 8) -> Path:
 def main() -> None:
     start = time.perf_counter()
     quiet = ["--trainer.enable_model_summary=false"]
-    fit = LightningCVCLI(args=["fit", "--config", CONFIG, *quiet])
+    fit = LightningCVCLI(
+        args=["fit", "--config", CONFIG, "--trainer.callbacks+=lightning_cv.callbacks.ONNXExport", *quiet]
+    )
+    export = next(c for c in fit.trainer.callbacks if type(c).__name__ == "ONNXExport")
     best = fit.trainer.checkpoint_callback.best_model_path
     test = LightningCVCLI(args=["test", "--config", CONFIG, f"--ckpt_path={best}", *quiet])
     accuracy = test.trainer.callback_metrics["test_acc"].item()
@@ -63,6 +66,11 @@ def main() -> None:
         f"  predictions            {out / 'predictions.csv'} ({right} of {len(rows) - 1} photos right, "
         "1 unreadable file reported)"
     )
+    if export.report is not None:
+        diff = max(export.report.max_abs_diff.values())
+        print(f"  ONNX model             {export.report.path} (checked with onnxruntime: max abs diff {diff:.1e})")
+    else:
+        print(f"  ONNX model             export failed: {export.error}")
     print("  TensorBoard            tensorboard --logdir runs")
     print("=" * 72)
 

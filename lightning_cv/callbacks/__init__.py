@@ -1,7 +1,8 @@
 """Callbacks that work with any LightningModule."""
 
 from lightning_cv.callbacks.gallery import PredictionGallery
+from lightning_cv.callbacks.onnx_export import ONNXExport
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.callbacks.warmup import LinearWarmup
 
-__all__ = ["LinearWarmup", "PredictionGallery", "PredictionWriter"]
+__all__ = ["LinearWarmup", "ONNXExport", "PredictionGallery", "PredictionWriter"]

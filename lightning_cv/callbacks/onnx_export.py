@@ -1,0 +1,146 @@
+"""Export the best weights to ONNX when training ends, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_cv.deploy.onnx import DEFAULT_OPSET, ExportReport, export_onnx
+
+__all__ = ["ONNXExport"]
+
+
+class ONNXExport(Callback):
+    """Write ``<dirpath>/<filename>`` from the best checkpoint's weights at the end of ``fit`` (or at every new best).
+
+    Drop it into any Lightning project: the example input is the first training image (the size the model was
+    trained at) or, when no training batch was seen, the module's ``example_input_array``. The file has a dynamic batch axis, is run with onnxruntime on batches of 1 and 7 and
+    compared with PyTorch (the max abs difference is reported; above ``atol`` the export counts as failed), and
+    carries metadata: class names (``hparams["class_names"]``), input size, mean and std (the data module's or the
+    module's ``data_config``) and whether softmax is included. Weights come from the best checkpoint of the Trainer's
+    ModelCheckpoint when there is one, else from the module as it is at the end of training (an EMA callback that
+    copies its average into the module at train end is thus exported). It runs on rank zero only, and a failed export
+    is reported as a warning that names the failing operator: it never takes the finished training or its
+    checkpoints down with it.
+
+    Args:
+        dirpath: output folder; defaults to ``<run dir>/export``.
+        filename: name of the ONNX file, without folders.
+        softmax: include the softmax, so the file outputs probabilities.
+        opset: ONNX opset (17 runs on every current runtime).
+        atol: largest absolute difference to PyTorch that the check accepts.
+        every_best: export again each time the best checkpoint changes, not only at the end.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "model.onnx",
+        softmax: bool = False,
+        opset: int = DEFAULT_OPSET,
+        atol: float = 1e-4,
+        every_best: bool = False,
+    ) -> None:
+        if "/" in filename or "\\" in filename or not filename.endswith(".onnx"):
+            raise ValueError(f"Expected `filename` to be a plain name ending in .onnx, but got {filename!r}.")
+        if atol <= 0:
+            raise ValueError(f"Expected `atol` > 0, but got {atol}.")
+        self.dirpath = dirpath
+        self.filename = filename
+        self.softmax = softmax
+        self.opset = opset
+        self.atol = atol
+        self.every_best = every_best
+        self.report: ExportReport | None = None
+        self.error: BaseException | None = None
+        self._example: Tensor | None = None
+        self._exported_best = ""
+
+    def path(self, trainer: Trainer) -> Path:
+        base = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "export"
+        return base / self.filename
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._example is None and isinstance(batch, (list, tuple)) and isinstance(batch[0], Tensor):
+            self._example = batch[0][:1].detach().float().cpu()
+
+    def _example_input(self, pl_module: LightningModule) -> Tensor | None:
+        # a real training image shows the size the model was trained at; example_input_array may be a default
+        if self._example is not None:
+            return self._example
+        example = getattr(pl_module, "example_input_array", None)
+        return example if isinstance(example, Tensor) else None
+
+    def _best_path(self, trainer: Trainer) -> str:
+        callback = trainer.checkpoint_callback
+        best = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
+        return best if best and Path(best).is_file() else ""
+
+    def _metadata(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        hparams = getattr(pl_module, "hparams", {})
+        datamodule = getattr(trainer, "datamodule", None)
+        config = getattr(datamodule, "data_config", None) or getattr(pl_module, "data_config", None) or {}
+        meta: dict[str, Any] = {}
+        if hparams.get("class_names"):
+            meta["class_names"] = list(hparams["class_names"])
+        for key in ("mean", "std", "interpolation", "crop_pct"):
+            if config.get(key) is not None:
+                meta[key] = list(config[key]) if isinstance(config[key], tuple) else config[key]
+        return meta
+
+    def export(self, trainer: Trainer, pl_module: LightningModule) -> ExportReport | None:
+        """Export now; returns the report, or ``None`` (with a warning) when the export failed."""
+        example = self._example_input(pl_module)
+        if example is None:
+            rank_zero_warn("ONNXExport: no example input (no example_input_array, no training batch seen); skipped.")
+            return None
+        best = self._best_path(trainer)
+        try:
+            module = copy.deepcopy(pl_module).cpu()
+            if best:
+                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+                module.load_state_dict(state)
+            meta = self._metadata(trainer, pl_module)
+            meta["input_size"] = list(example.shape[1:])
+            meta["weights"] = Path(best).name if best else "end of training"
+            self.report = export_onnx(
+                module,
+                self.path(trainer),
+                example,
+                softmax=self.softmax,
+                opset=self.opset,
+                metadata=meta,
+                atol=self.atol,
+            )
+            self.error = None
+        except Exception as err:  # an export problem must not fail a finished training
+            self.error = err
+            rank_zero_warn(f"ONNXExport failed; the training and its checkpoints are unaffected. {err}")
+            return None
+        diffs = ", ".join(f"batch {b}: {d:.1e}" for b, d in self.report.max_abs_diff.items())
+        rank_zero_info(f"ONNX model written to {self.report.path} (max abs difference to PyTorch: {diffs})")
+        return self.report
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after this epoch's validation, so ModelCheckpoint (which Lightning runs last) has saved any new best
+        if not self.every_best or not trainer.is_global_zero:
+            return
+        best = self._best_path(trainer)
+        if best and best != self._exported_best:
+            self._exported_best = best
+            self.export(trainer, pl_module)
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.export(trainer, pl_module)

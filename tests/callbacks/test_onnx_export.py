@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from lightning_cv import ImageClassifier
+from lightning_cv.callbacks import ONNXExport
+from tests.conftest import make_loader, tiny_trainer
+
+
+class PlainResNet(LightningModule):
+    """Lightning's example style: a torchvision ResNet, SGD + StepLR, no example_input_array, no hparams."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torchvision.models.resnet18(num_classes=3)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.01)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1)]
+
+
+def run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": x.numpy()})[0]
+
+
+def test_drop_in_with_a_foreign_module_and_no_logger(tmp_path):
+    callback = ONNXExport()
+    module = PlainResNet()
+    tiny_trainer(tmp_path, max_epochs=1, callbacks=[callback]).fit(module, make_loader(num_samples=8))
+    path = tmp_path / "export" / "model.onnx"
+    assert callback.report is not None and callback.report.path == str(path)
+    x = torch.randn(7, 3, 32, 32)
+    with torch.no_grad():
+        expected = module.eval()(x).numpy()
+    assert np.abs(run(path, x) - expected).max() < 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["input_size"]) == [3, 32, 32] and meta["weights"] == "end of training"
+
+
+def test_exports_the_best_checkpoint_with_metadata(tmp_path):
+    torch.manual_seed(0)
+    model = ImageClassifier(
+        backbone="test_resnet", num_classes=3, pretrained=False, class_names=["a", "b", "c"], lr=0.05
+    )
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_acc", mode="max", save_top_k=1)
+    export = ONNXExport(dirpath=str(tmp_path / "onnx"), softmax=True, every_best=True)
+    tiny_trainer(tmp_path, max_epochs=3, callbacks=[best, export], enable_checkpointing=True).fit(
+        model, make_loader(), make_loader()
+    )
+    reference = ImageClassifier.load_from_checkpoint(best.best_model_path).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = reference(x).softmax(1).numpy()
+    path = tmp_path / "onnx" / "model.onnx"
+    assert np.abs(run(path, x) - expected).max() < 1e-5
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["class_names"]) == ["a", "b", "c"] and meta["softmax"] == "true"
+    assert meta["weights"] == best.best_model_path.split("/")[-1]
+
+
+class Unexportable(PlainResNet):
+    def forward(self, x):
+        return self.net(x) + torch.linalg.svd(x.flatten(2))[1][:, :1]
+
+
+def test_failed_export_does_not_fail_training(tmp_path):
+    callback = ONNXExport()
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[callback], enable_checkpointing=True)
+    with pytest.warns(UserWarning, match=r"ONNXExport failed; the training and its checkpoints are unaffected.*svd"):
+        trainer.fit(Unexportable(), make_loader(num_samples=8))
+    assert trainer.state.finished and callback.report is None and callback.error is not None
+    assert list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"plain name ending in .onnx"):
+        ONNXExport(filename="../model.onnx")
