@@ -21,15 +21,15 @@ __all__ = ["ONNXExport"]
 class ONNXExport(Callback):
     """Write ``<dirpath>/<filename>`` from the best checkpoint's weights at the end of ``fit`` (or at every new best).
 
-    Drop it into any Lightning project: the example input is the first training image (the size the model was
-    trained at) or, when no training batch was seen, the module's ``example_input_array``. The file has a dynamic batch axis, is run with onnxruntime on batches of 1 and 7 and
-    compared with PyTorch (the max abs difference is reported; above ``atol`` the export counts as failed), and
-    carries metadata: class names (``hparams["class_names"]``), input size, mean and std (the data module's or the
-    module's ``data_config``) and whether softmax is included. Weights come from the best checkpoint of the Trainer's
-    ModelCheckpoint when there is one, else from the module as it is at the end of training (an EMA callback that
-    copies its average into the module at train end is thus exported). It runs on rank zero only, and a failed export
-    is reported as a warning that names the failing operator: it never takes the finished training or its
-    checkpoints down with it.
+    Drop it into any Lightning project. The example input is the first training image (the size the model was
+    trained at) or, when no training batch was seen, the module's ``example_input_array``. The file has a dynamic
+    batch axis; it is run with onnxruntime on batches of 1 and 7 and compared with PyTorch (the max abs difference
+    is reported, and above ``atol`` the export counts as failed). It carries metadata: class names
+    (``hparams["class_names"]``), input size, mean and std (the data module's or the module's ``data_config``) and
+    whether softmax is included. Weights come from the best checkpoint of the Trainer's ModelCheckpoint when there
+    is one (its average when the :class:`EMA` callback wrote one), else from the module at the end of training
+    (which the EMA callback leaves holding the average). It runs on rank zero only, and a failed export is reported
+    as a warning that names the failing operator: it never takes the finished training or its checkpoints down.
 
     Args:
         dirpath: output folder; defaults to ``<run dir>/export``.
@@ -107,7 +107,9 @@ class ONNXExport(Callback):
         try:
             module = copy.deepcopy(pl_module).cpu()
             if best:
-                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+                checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+                # the EMA callback keeps the averaged weights beside the raw ones: export the average
+                state = {**checkpoint["state_dict"], **(checkpoint.get("ema_state_dict") or {})}
                 module.load_state_dict(state)
             meta = self._metadata(trainer, pl_module)
             meta["input_size"] = list(example.shape[1:])

@@ -279,6 +279,12 @@ class ImageClassifier(LightningModule):
             hparams["pretrained"] = False
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        average = checkpoint.get("ema_state_dict")  # written by lightning_cv.callbacks.EMA
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if isinstance(average, dict) and not fitting:
+            # Evaluating, predicting or exporting: use the averaged weights. Resuming a fit keeps the raw ones
+            # (the EMA callback restores its average itself).
+            checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
         state = checkpoint.get(_CKPT_KEY)
         if isinstance(state, dict):
             if state.get("initial_frozen") is not None:
