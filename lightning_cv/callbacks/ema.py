@@ -85,7 +85,7 @@ class EMA(Callback):
     @property
     def average(self) -> dict[str, Tensor] | None:
         """The averaged parameters and buffers by name (``None`` before ``fit``)."""
-        return self._ema
+        return None if self._ema is None or self._swapped else self._ema
 
     def _init(self, pl_module: LightningModule) -> None:
         device = torch.device("cpu") if self.cpu_offload else None
@@ -118,6 +118,8 @@ class EMA(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
+            if self._swapped:  # fit again after a finished fit: train on from the raw weights
+                self._swap(pl_module)
             self._finished = False
             if self._ema is None:
                 self._init(pl_module)
@@ -178,17 +180,14 @@ class EMA(Callback):
 
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._swapped:
+        if self._swapped and not self._finished:
             self._swap(pl_module)
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._ema is not None and self.num_updates > 0:
-            if self._swapped:
-                self._swap(pl_module)
-            with torch.no_grad():
-                for name, tensor in _state(pl_module).items():
-                    tensor.data.copy_(self._ema[name].to(tensor.device, tensor.dtype))
+            if not self._swapped:
+                self._swap(pl_module)  # the module keeps the average; the raw weights stay here for checkpoints
             self._finished = True
             rank_zero_info(f"EMA: the module now holds the average of {self.num_updates} updates.")
 
@@ -197,12 +196,10 @@ class EMA(Callback):
         if self._ema is None:
             return
         state = checkpoint["state_dict"]
-        if self._swapped:  # saved while validating: the module holds the average, the raw weights are in _ema
+        if self._swapped:  # while validating or after training the module holds the average, _ema the raw weights
             raw = {name: t.detach().cpu().clone() for name, t in self._ema.items() if name in state}
             average = {name: t.detach().cpu().clone() for name, t in _state(pl_module).items() if name in state}
             checkpoint["state_dict"] = {**state, **raw}
-        elif self._finished:  # after training the module holds the average, and there are no raw weights left
-            average = {name: t.detach().cpu().clone() for name, t in _state(pl_module).items() if name in state}
         else:
             average = {name: t.detach().cpu().clone() for name, t in self._ema.items() if name in state}
         checkpoint[EMA_CHECKPOINT_KEY] = average

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_cv import ImageClassifier
-from lightning_cv.callbacks import ONNXExport
+from lightning_cv.callbacks import EMA, ONNXExport
 from tests.conftest import make_loader, tiny_trainer
 
 
@@ -55,17 +55,22 @@ def test_drop_in_with_a_foreign_module_and_no_logger(tmp_path):
     assert json.loads(meta["input_size"]) == [3, 32, 32] and meta["weights"] == "end of training"
 
 
-def test_exports_the_best_checkpoint_with_metadata(tmp_path):
+@pytest.mark.parametrize("with_ema", [False, True])
+def test_exports_the_best_checkpoint_with_metadata(tmp_path, with_ema):
     torch.manual_seed(0)
     model = ImageClassifier(
         backbone="test_resnet", num_classes=3, pretrained=False, class_names=["a", "b", "c"], lr=0.05
     )
     best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_acc", mode="max", save_top_k=1)
     export = ONNXExport(dirpath=str(tmp_path / "onnx"), softmax=True, every_best=True)
-    tiny_trainer(tmp_path, max_epochs=3, callbacks=[best, export], enable_checkpointing=True).fit(
+    callbacks = [best, export, *([EMA(decay=0.5)] if with_ema else [])]
+    tiny_trainer(tmp_path, max_epochs=3, callbacks=callbacks, enable_checkpointing=True).fit(
         model, make_loader(), make_loader()
     )
-    reference = ImageClassifier.load_from_checkpoint(best.best_model_path).eval()
+    reference = ImageClassifier.load_from_checkpoint(best.best_model_path).eval()  # the average, with EMA
+    if with_ema:
+        ckpt = torch.load(best.best_model_path, weights_only=True)
+        torch.testing.assert_close(reference.state_dict()["model.fc.weight"], ckpt["ema_state_dict"]["model.fc.weight"])
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = reference(x).softmax(1).numpy()
