@@ -1,0 +1,5 @@
+"""Explanations for single images: Grad-CAM for CNNs and ViTs."""
+
+from lightning_cv.interpret.gradcam import GradCAM, find_target_layer, overlay
+
+__all__ = ["GradCAM", "find_target_layer", "overlay"]

@@ -1,0 +1,84 @@
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+
+from lightning_cv import ImageClassifier, ImageDataModule
+from lightning_cv.interpret import GradCAM, find_target_layer
+from tests.conftest import TINY_BACKBONES, tiny_kwargs, tiny_trainer
+
+
+@pytest.mark.parametrize("backbone", TINY_BACKBONES)
+def test_heatmaps_for_every_architecture_leave_no_trace(backbone):
+    torch.manual_seed(0)
+    kwargs = tiny_kwargs(backbone, size=64)
+    model = ImageClassifier(num_classes=3, freeze_backbone=True, **kwargs)
+    model.train()
+    modes = {name: m.training for name, m in model.named_modules()}
+    hooks = sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules())
+    with torch.inference_mode():  # as in Trainer.validate: the explanation leaves inference mode itself
+        cams = GradCAM(model).generate_cam(torch.randn(3, 3, 64, 64))
+    assert cams.shape == (3, 64, 64) and float(cams.min()) >= 0 and float(cams.max()) <= 1
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules()) == hooks
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_target_layers_come_from_timm_feature_info():
+    assert find_target_layer(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet"))) == "model.layer4"
+    vit = ImageClassifier(num_classes=3, **tiny_kwargs("test_vit"))
+    assert find_target_layer(vit) == "model.blocks.5.norm1"  # tokens entering the last block, CLS left out
+
+
+def test_vit_heatmap_is_not_flat():
+    torch.manual_seed(0)
+    model = ImageClassifier(num_classes=3, **tiny_kwargs("test_vit", size=64))
+    cams = GradCAM(model).generate_cam(torch.randn(2, 3, 64, 64))
+    assert cams.flatten(1).std(dim=1).min() > 0.05
+
+
+def test_unknown_layer_is_named():
+    model = ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet"))
+    with pytest.raises(ValueError, match=r"Unknown target layer 'model\.layer9'"):
+        GradCAM(model, "model.layer9")
+
+
+@pytest.mark.slow
+def test_heatmaps_peak_on_the_object_of_a_trained_model(tmp_path):
+    """Train briefly on the shapes set, then check where Grad-CAM peaks against the recorded object boxes."""
+    seed_everything(0)
+    size = 48
+    data = ImageDataModule(
+        dataset="shapes",
+        image_size=size,
+        crop_pct=1.0,
+        batch_size=32,
+        scale=(0.6, 1.0),
+        auto_augment="none",
+        dataset_kwargs={"image_size": size, "num_train": 4000, "num_val": 120},
+    )
+    model = ImageClassifier(backbone="resnet10t", num_classes=6, pretrained=False, lr=3e-3, warmup_epochs=0.5)
+    trainer = tiny_trainer(tmp_path, max_epochs=10, enable_checkpointing=True)
+    trainer.fit(model, data)
+    # the same weights with a dilated last stage (timm output_stride=8): a 6x6 heatmap instead of 2x2 at 48 px
+    weights = tmp_path / "trained.ckpt"
+    trainer.save_checkpoint(weights)
+    fine = ImageClassifier(
+        backbone="resnet10t", num_classes=6, pretrained=str(weights), backbone_kwargs={"output_stride": 8}
+    ).eval()
+    val = data.datasets["val"]
+    images = torch.stack([val[i][0] for i in range(len(val))])
+    cams = GradCAM(fine).generate_cam(images)
+    hits = 0
+    for i in range(len(val)):
+        x0, y0, x1, y1 = val.box(i)
+        row, col = divmod(int(cams[i].argmax()), size)
+        hits += y0 <= row < y1 and x0 <= col < x1
+    rate = hits / len(val)
+    # a peak dropped at random lands in the box as often as the box covers the image
+    chance = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in map(val.box, range(len(val)))) / (len(val) * size**2)
+    accuracy = trainer.callback_metrics["val_acc"].item()
+    print(
+        f"Grad-CAM peak inside the object box: {rate:.0%} of {len(val)} validation images "
+        f"(chance {chance:.0%}, val_acc {accuracy:.2f})"
+    )
+    assert rate > 2 * chance
