@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, ClassVar
 
+from torch import Tensor
+
 from lightning_cv.models.backbone import check_backbone_name
 from lightning_cv.models.classifier import ImageClassifier
 
@@ -62,6 +64,20 @@ class ViTClassifier(_FamilyClassifier):
     ) -> None:
         self._check_family(backbone)
         super().__init__(num_classes=num_classes, backbone=backbone, **kwargs)
+
+    def get_attention_maps(self, image: Tensor, layer_idx: int = -1) -> Tensor:
+        """Softmax attention of one block, ``[batch, heads, tokens, tokens]`` (tokens include the CLS token)."""
+        from lightning_cv.interpret.attention import attention_maps
+
+        maps = attention_maps(self, image, layer_idx=layer_idx)
+        assert isinstance(maps, Tensor)
+        return maps
+
+    def attention_rollout(self, image: Tensor) -> Tensor:
+        """Attention rollout on the patch grid, ``[batch, h, w]`` in [0, 1]."""
+        from lightning_cv.interpret.attention import attention_rollout
+
+        return attention_rollout(self, image)
 
 
 class EfficientNetClassifier(_FamilyClassifier):

@@ -82,3 +82,34 @@ def test_heatmaps_peak_on_the_object_of_a_trained_model(tmp_path):
         f"(chance {chance:.0%}, val_acc {accuracy:.2f})"
     )
     assert rate > 2 * chance
+
+
+def test_vit_attention_maps_and_rollout():
+    from lightning_cv import ViTClassifier
+
+    torch.manual_seed(0)
+    model = ViTClassifier(backbone="test_vit", num_classes=3, pretrained=False, backbone_kwargs={"img_size": 64})
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    maps = model.get_attention_maps(x, layer_idx=-1)
+    heads, tokens = model.model.blocks[-1].attn.num_heads, 1 + 4 * 4
+    assert maps.shape == (2, heads, tokens, tokens)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, heads, tokens))  # rows are softmax distributions
+    # independent reference: the attention written out from the block's own qkv projection
+    block = model.model.blocks[-1]
+    captured = {}
+    handle = block.norm1.register_forward_hook(lambda m, a, out: captured.setdefault("x", out))
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    qkv = block.attn.qkv(captured["x"]).reshape(2, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    reference = ((qkv[0] * block.attn.scale) @ qkv[1].transpose(-2, -1)).softmax(-1)
+    torch.testing.assert_close(maps, reference, rtol=1e-4, atol=1e-5)
+    assert block.attn.fused_attn  # the fused kernel is back on
+    rollout = model.attention_rollout(x)
+    assert rollout.shape == (2, 4, 4) and float(rollout.max()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="need a timm Vision Transformer"):
+        from lightning_cv.interpret import attention_maps
+
+        attention_maps(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), x)
