@@ -221,8 +221,8 @@ class LightningCVCLI(LightningCLI):
             if cfg.tune.lr_find:
                 steps = cfg.tune.lr_find_steps
                 result = tuner.lr_find(self.model, datamodule=self.datamodule, num_training=steps)
+                directory = Path(self.trainer.log_dir or RUNS_DIR)  # a collective: asked on every rank
                 if result is not None and self.trainer.is_global_zero:
-                    directory = Path(self.trainer.log_dir or RUNS_DIR)
                     directory.mkdir(parents=True, exist_ok=True)
                     figure: Any = result.plot(suggest=True, show=False)
                     figure.savefig(directory / "lr_find.png")

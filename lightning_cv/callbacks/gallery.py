@@ -38,6 +38,12 @@ class PredictionGallery(Callback):
         self.every_n_epochs = every_n_epochs
         self.class_names = list(class_names) if class_names is not None else None
         self._kept: list[tuple[float, Tensor, int, int, float]] = []  # (loss, image, true, predicted, probability)
+        self._run_dir: Path | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir broadcasts across processes: ask on every rank here, never from rank zero alone (it hangs)
+        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
 
     def _due(self, trainer: Trainer) -> bool:
         return (
@@ -133,7 +139,7 @@ class PredictionGallery(Callback):
         for experiment in targets:
             experiment.add_figure("val_worst_predictions", figure, global_step=trainer.global_step)
         if not targets:
-            folder = Path(trainer.log_dir or trainer.default_root_dir) / "gallery"
+            folder = (self._run_dir or Path(trainer.default_root_dir)) / "gallery"
             folder.mkdir(parents=True, exist_ok=True)
             figure.savefig(folder / f"epoch_{trainer.current_epoch:03d}.png")
         self._kept = []

@@ -57,6 +57,12 @@ class GradCAMLogger(Callback):
         self._labels: Tensor | None = None
         #: the heatmaps of the last logging round, ``(N, H, W)`` in [0, 1]
         self.last_cams: Tensor | None = None
+        self._run_dir: Path | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir broadcasts across processes: ask on every rank here, never from rank zero alone (it hangs)
+        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
 
     @override
     def on_validation_batch_end(
@@ -126,7 +132,7 @@ class GradCAMLogger(Callback):
     def _save(self, trainer: Trainer, blended: Sequence[np.ndarray]) -> None:
         from PIL import Image
 
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "gradcam"
+        folder = (self._run_dir or Path(trainer.default_root_dir)) / "gradcam"
         folder.mkdir(parents=True, exist_ok=True)
         for i, picture in enumerate(blended):
             Image.fromarray(picture).save(folder / f"epoch_{trainer.current_epoch:03d}_{i:02d}.png")

@@ -63,10 +63,17 @@ class ONNXExport(Callback):
         self.error: BaseException | None = None
         self._example: Tensor | None = None
         self._exported_best = ""
+        self._run_dir: Path | None = None
 
     def path(self, trainer: Trainer) -> Path:
-        base = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "export"
+        run_dir = self._run_dir or Path(trainer.default_root_dir)
+        base = Path(self.dirpath) if self.dirpath else run_dir / "export"
         return base / self.filename
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir broadcasts across processes: ask on every rank here, never from rank zero alone (it hangs)
+        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
