@@ -195,3 +195,13 @@ def test_best_checkpoint_found_without_a_logger(in_tmp):
     fit("--trainer.logger=false", "--trainer.max_epochs=1")
     cli = LightningCVCLI(args=["validate", *TINY, "--trainer.logger=false", "--ckpt_path=best"])
     assert "val_acc" in cli.trainer.callback_metrics
+
+
+def test_callbacks_from_the_command_line(in_tmp):
+    cli = fit(
+        "--trainer.callbacks+=lightning_cv.callbacks.EMA", "--trainer.callbacks.decay=0.9", "--trainer.max_epochs=1"
+    )
+    from lightning_cv.callbacks import EMA
+
+    ema = next(c for c in cli.trainer.callbacks if isinstance(c, EMA))
+    assert ema.decay == 0.9 and ema.num_updates == 3

@@ -144,3 +144,11 @@ def test_crash_and_resume_gives_the_same_average(tmp_path):
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"Expected `decay` in \(0, 1\), but got 1.0"):
         EMA(decay=1.0)
+
+
+def test_update_every_n_steps_and_cpu_copy(tmp_path):
+    torch.manual_seed(0)
+    ema = EMA(decay=0.9, update_every_n_steps=2, cpu_offload=True)
+    tiny_trainer(tmp_path, max_epochs=2, callbacks=[ema]).fit(SmallNet(), make_loader(num_samples=24, batch_size=4))
+    assert ema.num_updates == 6  # 12 optimizer steps, every second one
+    assert all(t.device.type == "cpu" for t in ema._ema.values())

@@ -106,3 +106,17 @@ def test_bad_arguments():
         LinearWarmup()
     with pytest.raises(ValueError, match=r"Expected `start_factor` in \[0, 1\], but got 2"):
         LinearWarmup(warmup_steps=3, start_factor=2)
+
+
+class OneCycleModule(PlainModule):
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=BASE_LR)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=BASE_LR, total_steps=8)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_warns_on_a_schedule_that_warms_up_already(tmp_path):
+    with pytest.warns(UserWarning, match="OneCycleLR schedule, which already warms up"):
+        tiny_trainer(tmp_path, max_epochs=1, callbacks=[LinearWarmup(warmup_steps=2)]).fit(
+            OneCycleModule(8), make_loader(num_samples=16, batch_size=2)
+        )

@@ -113,3 +113,12 @@ def test_vit_attention_maps_and_rollout():
         from lightning_cv.interpret import attention_maps
 
         attention_maps(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), x)
+
+
+def test_visualize_blends_the_heatmap_over_the_original():
+    from PIL import Image
+
+    model = ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet", size=32))
+    original = Image.new("RGB", (64, 64), (0, 0, 0))
+    picture = GradCAM(model).visualize(torch.randn(3, 32, 32), original, alpha=0.5)
+    assert picture.shape == (64, 64, 3) and picture.dtype.name == "uint8" and picture.max() > 0
