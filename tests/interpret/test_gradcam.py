@@ -122,3 +122,12 @@ def test_visualize_blends_the_heatmap_over_the_original():
     original = Image.new("RGB", (64, 64), (0, 0, 0))
     picture = GradCAM(model).visualize(torch.randn(3, 32, 32), original, alpha=0.5)
     assert picture.shape == (64, 64, 3) and picture.dtype.name == "uint8" and picture.max() > 0
+
+
+def test_works_inside_autocast_and_no_grad():
+    model = ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet", size=32))
+    x = torch.randn(2, 3, 32, 32)
+    plain = GradCAM(model).generate_cam(x)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16-mixed validation step
+        mixed = GradCAM(model).generate_cam(x)
+    torch.testing.assert_close(mixed, plain)  # computed in float32 regardless
