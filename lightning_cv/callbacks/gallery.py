@@ -11,6 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_cv.callbacks._display import data_config, to_display
+
 __all__ = ["PredictionGallery"]
 
 
@@ -110,14 +112,10 @@ class PredictionGallery(Callback):
         cols = min(4, len(self._kept))
         rows = -(-len(self._kept) // cols)
         fig = Figure(figsize=(2.6 * cols, 2.9 * rows))
-        for n, (_loss, image, true, pred, prob) in enumerate(self._kept):
+        pictures = to_display(torch.stack([item[1] for item in self._kept]), mean, std)
+        for n, (_loss, _image, true, pred, prob) in enumerate(self._kept):
             ax = fig.add_subplot(rows, cols, n + 1)
-            picture = image[:3]
-            if mean is not None and std is not None:
-                picture = picture * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-            else:
-                picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-12)
-            ax.imshow(picture.clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.imshow(pictures[n])
             ax.set_title(
                 f"true: {label(true)}\npred: {label(pred)} ({prob:.2f})",
                 fontsize=8,
@@ -131,8 +129,7 @@ class PredictionGallery(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._due(trainer) or not self._kept:
             return
-        datamodule = getattr(trainer, "datamodule", None)
-        config = getattr(datamodule, "data_config", None) or getattr(pl_module, "data_config", None) or {}
+        config = data_config(trainer, pl_module)
         figure = self.figure(config.get("mean"), config.get("std"), self._names(pl_module))
         experiments: list[Any] = [getattr(logger, "experiment", None) for logger in trainer.loggers]
         targets = [e for e in experiments if hasattr(e, "add_figure")]

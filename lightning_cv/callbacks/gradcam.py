@@ -12,6 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_cv.callbacks._display import data_config, to_display
 from lightning_cv.interpret.gradcam import GradCAM, overlay
 
 __all__ = ["GradCAMLogger"]
@@ -92,19 +93,6 @@ class GradCAMLogger(Callback):
             and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         )
 
-    def _pictures(self, trainer: Trainer, pl_module: LightningModule, images: Tensor) -> np.ndarray:
-        datamodule = getattr(trainer, "datamodule", None)
-        config = getattr(datamodule, "data_config", None) or getattr(pl_module, "data_config", None) or {}
-        mean, std = config.get("mean"), config.get("std")
-        pictures = images.float()
-        if mean is not None and std is not None:
-            pictures = pictures * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-        else:
-            low = pictures.flatten(1).min(1).values.view(-1, 1, 1, 1)
-            high = pictures.flatten(1).max(1).values.view(-1, 1, 1, 1)
-            pictures = (pictures - low) / (high - low).clamp_min(1e-12)
-        return (pictures[:, :3].clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
-
     def explain(self, trainer: Trainer, pl_module: LightningModule) -> Tensor | None:
         """Compute the heatmaps of the kept images now (rank zero); ``None`` before any validation batch."""
         if self._images is None or self._labels is None:
@@ -119,7 +107,8 @@ class GradCAMLogger(Callback):
             return
         cams = self.explain(trainer, pl_module)
         assert cams is not None and self._images is not None
-        pictures = self._pictures(trainer, pl_module, self._images)
+        config = data_config(trainer, pl_module)
+        pictures = to_display(self._images, config.get("mean"), config.get("std"))
         blended = [overlay(p, c, self.alpha) for p, c in zip(pictures, cams, strict=True)]
         experiments: list[Any] = [getattr(logger, "experiment", None) for logger in trainer.loggers]
         targets = [e for e in experiments if hasattr(e, "add_images")]

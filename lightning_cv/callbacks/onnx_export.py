@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_cv.callbacks._display import data_config
 from lightning_cv.deploy.onnx import DEFAULT_OPSET, ExportReport, export_onnx
 
 __all__ = ["ONNXExport"]
@@ -94,8 +95,7 @@ class ONNXExport(Callback):
 
     def _metadata(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         hparams = getattr(pl_module, "hparams", {})
-        datamodule = getattr(trainer, "datamodule", None)
-        config = getattr(datamodule, "data_config", None) or getattr(pl_module, "data_config", None) or {}
+        config = data_config(trainer, pl_module)
         meta: dict[str, Any] = {}
         if hparams.get("class_names"):
             meta["class_names"] = list(hparams["class_names"])
