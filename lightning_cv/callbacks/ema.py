@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -79,6 +79,7 @@ class EMA(Callback):
         self._last_step = -1
         self._swapped = False
         self._finished = False
+        self._owner: int | None = None
         self._raw_sums: list[float] = [0.0, 0.0, 0.0]  # loss, correct, count
 
     # ------------------------------------------------------------------ the average
@@ -118,11 +119,26 @@ class EMA(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            if self._swapped:  # fit again after a finished fit: train on from the raw weights
+            if self._owner is not None and self._owner != id(pl_module):
+                # the callback is reused for another model (k-fold, sweeps): start a fresh average
+                self._ema, self.num_updates, self._last_step, self._swapped = None, 0, -1, False
+            elif self._swapped:  # fit again after a finished fit: train on from the raw weights
                 self._swap(pl_module)
+            self._owner = id(pl_module)
             self._finished = False
             if self._ema is None:
                 self._init(pl_module)
+            if any(getattr(c, "save_weights_only", False) for c in trainer.checkpoint_callbacks):
+                rank_zero_warn(
+                    "EMA: a ModelCheckpoint has `save_weights_only=True`; Lightning then skips callbacks' checkpoint "
+                    "hooks, so its files hold only the raw weights and no average. Use `save_weights_only=False`."
+                )
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # setup() ran before the strategy moved the module to its device: follow it (the average stays float32)
+        if self._ema is not None and not self.cpu_offload:
+            self._ema = {name: t.to(pl_module.device) for name, t in self._ema.items()}
 
     @override
     def on_train_batch_end(
@@ -149,13 +165,15 @@ class EMA(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not (self.log_raw_metrics and self._swapped and isinstance(batch, (list, tuple)) and len(batch) > 1):
+        if not (self.log_raw_metrics and isinstance(batch, (list, tuple)) and len(batch) > 1):
             return
-        assert self._ema is not None
         images, target = batch[0], batch[1]
-        raw = {name: self._ema[name].to(images.device) for name in _state(pl_module)}  # raw weights, while swapped
         with torch.no_grad():
-            logits = torch.func.functional_call(pl_module, raw, (images,)).float()
+            if self._swapped and self._ema is not None:  # the raw weights are here while the module holds the average
+                raw = {name: self._ema[name].to(t.device, t.dtype) for name, t in _state(pl_module).items()}
+                logits = torch.func.functional_call(pl_module, raw, (images,)).float()
+            else:  # no update yet: the module holds the raw weights itself
+                logits = pl_module(images).float()
         labels = target.argmax(dim=1) if target.ndim == 2 else target
         self._raw_sums[0] += float(F.cross_entropy(logits, labels, reduction="sum"))
         self._raw_sums[1] += float((logits.argmax(dim=1) == labels).sum())

@@ -140,13 +140,16 @@ class ONNXExport(Callback):
         return self.report
 
     @override
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # after this epoch's validation, so ModelCheckpoint (which Lightning runs last) has saved any new best
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # ModelCheckpoint runs after every other callback at epoch end, so a new best shows at the next epoch start
         if not self.every_best or not trainer.is_global_zero:
             return
         best = self._best_path(trainer)
-        if best and best != self._exported_best:
-            self._exported_best = best
+        callback = trainer.checkpoint_callback
+        score = getattr(callback, "best_model_score", None)
+        key = f"{best}|{float(score) if score is not None else ''}|{Path(best).stat().st_mtime if best else ''}"
+        if best and key != self._exported_best:
+            self._exported_best = key
             self.export(trainer, pl_module)
 
     @override

@@ -128,8 +128,8 @@ class GradCAM:
         try:
             with _grad_enabled_eval(self.model):
                 inputs = batch.detach().clone().float()
-                if param is not None:
-                    inputs = inputs.to(param.device)
+                if param is not None:  # the model's own device and dtype (bf16-true / 16-true models too)
+                    inputs = inputs.to(param.device, param.dtype if param.dtype.is_floating_point else None)
                 inputs.requires_grad_(True)  # frozen backbones: gradients still reach the layer
                 if target_class is None:
                     with torch.no_grad():
@@ -143,7 +143,7 @@ class GradCAM:
                 cam = LayerAttribution.interpolate(cam.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
         finally:
             handle.remove()
-        cam = cam[:, 0]
+        cam = cam[:, 0].float()
         low = cam.flatten(1).min(dim=1).values.view(-1, 1, 1)
         high = cam.flatten(1).max(dim=1).values.view(-1, 1, 1)
         cam = ((cam - low) / (high - low).clamp_min(1e-12)).cpu()

@@ -152,3 +152,32 @@ def test_update_every_n_steps_and_cpu_copy(tmp_path):
     tiny_trainer(tmp_path, max_epochs=2, callbacks=[ema]).fit(SmallNet(), make_loader(num_samples=24, batch_size=4))
     assert ema.num_updates == 6  # 12 optimizer steps, every second one
     assert all(t.device.type == "cpu" for t in ema._ema.values())
+
+
+def test_raw_metrics_exist_before_the_first_update(tmp_path):
+    ema = EMA(decay=0.9, update_every_n_steps=100, log_raw_metrics=True)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[ema])
+    trainer.fit(SmallNet(), make_loader(), make_loader())
+    assert ema.num_updates == 0 and "val_acc_raw" in trainer.callback_metrics
+
+
+def test_reused_for_another_model_starts_afresh(tmp_path):
+    ema = EMA(decay=0.5)
+    tiny_trainer(tmp_path / "a", max_epochs=1, callbacks=[ema]).fit(SmallNet(), make_loader())
+    torch.manual_seed(1)
+    second = SmallNet()
+    start = second.net[0].weight.detach().clone()
+    seen = WeightsSeenByValidation()
+    tiny_trainer(tmp_path / "b", max_epochs=1, num_sanity_val_steps=1, callbacks=[ema, seen]).fit(
+        second, make_loader(), make_loader()
+    )
+    assert torch.equal(seen.first[0], start)  # not the first model's weights
+    assert ema.num_updates == 2
+
+
+def test_warns_when_checkpoints_cannot_hold_the_average(tmp_path):
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_weights_only=True)
+    with pytest.warns(UserWarning, match="save_weights_only=True"):
+        tiny_trainer(tmp_path, max_epochs=1, callbacks=[EMA(), ckpt], enable_checkpointing=True).fit(
+            SmallNet(), make_loader()
+        )

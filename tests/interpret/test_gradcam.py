@@ -131,3 +131,9 @@ def test_works_inside_autocast_and_no_grad():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16-mixed validation step
         mixed = GradCAM(model).generate_cam(x)
     torch.testing.assert_close(mixed, plain)  # computed in float32 regardless
+
+
+def test_half_precision_model():
+    model = ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet", size=32)).to(torch.bfloat16)
+    cams = GradCAM(model).generate_cam(torch.randn(2, 3, 32, 32))
+    assert cams.dtype == torch.float32 and cams.shape == (2, 32, 32)
