@@ -142,7 +142,7 @@ def check_onnx(
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(0)
-    net = model.float().cpu().eval()
+    net = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device, dtype and mode
     diffs: dict[int, float] = {}
     for size in batch_sizes:
         # real example first, then random images around it: exercises the dynamic batch axis

@@ -59,3 +59,13 @@ def test_export_failure_names_the_problem(tmp_path):
 def test_parity_check_fails_loudly(tmp_path):
     with pytest.raises(ExportError, match=r"differs from PyTorch by .* at batch size 1"):
         export_onnx(TrainModeDropout(), tmp_path / "y.onnx", torch.randn(1, 3, 8, 8))
+
+
+def test_check_leaves_the_callers_model_alone(tmp_path):
+    from lightning_cv.deploy import check_onnx
+
+    model = ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")).model
+    export_onnx(model, tmp_path / "m.onnx", torch.randn(1, 3, 32, 32))
+    model.train()
+    check_onnx(model, tmp_path / "m.onnx", torch.randn(1, 3, 32, 32))
+    assert model.training
