@@ -61,3 +61,23 @@ def tiny_kwargs(backbone: str, size: int = 32) -> dict[str, Any]:
     if "vit" in backbone:
         kwargs["backbone_kwargs"] = {"img_size": size}
     return kwargs
+
+
+def run_spawned(fit_or_validate: Any) -> Any:
+    """Run a ``ddp_spawn`` Trainer call; tolerate only the known gloo abort while worker processes shut down.
+
+    With torch 2.14 and gloo, a spawned worker sometimes aborts ("terminate called without an active exception")
+    while its process exits, after the run itself finished. The DDP tests therefore assert on files each rank
+    wrote before the end, and only this abort is forgiven here; any other failure is raised.
+    """
+    import warnings
+
+    from torch.multiprocessing import ProcessExitedException
+
+    try:
+        return fit_or_validate()
+    except ProcessExitedException as err:
+        if "SIGABRT" not in str(err):
+            raise
+        warnings.warn(f"a DDP worker aborted during shutdown: {err}", stacklevel=2)
+        return None

@@ -346,8 +346,9 @@ class ImageClassifier(LightningModule):
         # compute() syncs the states across processes once; logging the Metric objects themselves would bypass
         # the collection's shared compute groups and report stale values for grouped metrics
         values = {k: v.float() for k, v in metrics.compute().items()}
-        self.log(f"{stage}_acc", values.pop(f"{stage}_acc"), prog_bar=True)
-        self.log_dict(values)
+        # already equal on every rank; sync_dist=True only tells Lightning so (averaging equal values changes nothing)
+        self.log(f"{stage}_acc", values.pop(f"{stage}_acc"), prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
         metrics.reset()
         self.confusion_matrix = confmat.compute().cpu()
         confmat.reset()

@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch import Callback
 
 from lightning_cv import ImageClassifier
-from tests.conftest import make_loader, tiny_trainer
+from tests.conftest import make_loader, run_spawned, tiny_trainer
 
 
 class SaveRankWeights(Callback):
@@ -36,12 +36,21 @@ def test_unfrozen_layers_stay_identical_across_ranks(tmp_path):
     trainer = tiny_trainer(
         tmp_path, max_epochs=2, strategy="ddp_spawn", devices=2, callbacks=[SaveRankWeights(tmp_path)]
     )
-    trainer.fit(model, make_loader(num_samples=32, batch_size=4, shuffle=True))
+    run_spawned(lambda: trainer.fit(model, make_loader(num_samples=32, batch_size=4, shuffle=True)))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["frozen"] == ranks[1]["frozen"] == 0
     assert not torch.equal(ranks[0]["weights"]["conv1.0.weight"], initial)  # the thawed stem did train
     for key, value in ranks[0]["weights"].items():
         torch.testing.assert_close(ranks[1]["weights"][key], value, msg=key)
+
+
+class SaveRankMetrics(Callback):
+    def __init__(self, out_dir):
+        self.out_dir = str(out_dir)
+
+    def on_validation_end(self, trainer, pl_module):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        torch.save(metrics, f"{self.out_dir}/metrics{trainer.global_rank}.pt")
 
 
 @pytest.mark.slow
@@ -50,7 +59,10 @@ def test_validation_metrics_are_synced_across_ranks(tmp_path):
     model = ImageClassifier(backbone="test_resnet", num_classes=4, pretrained=False, top_k=2)
     loader = make_loader(num_samples=40, num_classes=4, batch_size=5)  # 20 a rank: no padding by the sampler
     single = tiny_trainer(tmp_path / "one").validate(model, loader, verbose=False)[0]
-    ddp = tiny_trainer(tmp_path / "two", strategy="ddp_spawn", devices=2).validate(model, loader, verbose=False)[0]
-    assert set(ddp) == set(single)
-    for name, value in single.items():
-        assert ddp[name] == pytest.approx(value, abs=1e-5), name
+    ddp = tiny_trainer(tmp_path / "two", strategy="ddp_spawn", devices=2, callbacks=[SaveRankMetrics(tmp_path)])
+    run_spawned(lambda: ddp.validate(model, loader, verbose=False))
+    for rank in (0, 1):  # every rank reports the metrics of the whole set
+        metrics = torch.load(tmp_path / f"metrics{rank}.pt", weights_only=True)
+        assert set(metrics) == set(single)
+        for name, value in single.items():
+            assert metrics[name] == pytest.approx(value, abs=1e-5), (rank, name)
