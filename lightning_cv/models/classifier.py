@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_cv.losses import soft_target_cross_entropy
 from lightning_cv.models.backbone import check_backbone_name, create_backbone, resolve_data_config
@@ -72,6 +72,11 @@ class ImageClassifier(LightningModule):
         top_k: also report top-k accuracy (k is capped at ``num_classes - 1``; 1 disables it).
         calibration_bins: bins of the expected calibration error.
         log_confusion_matrix: log the validation confusion matrix as a figure where the logger takes images.
+        channels_last: keep weights and inputs in channels-last memory format: faster convolutions under AMP on
+            GPUs with tensor cores (the usual speed-up for CNNs is 10-30%); no effect on results.
+        compile: compile the backbone with ``torch.compile`` when the Trainer sets the model up; ``True`` uses the
+            defaults, a dict is passed as keyword arguments (``{"mode": "max-autotune"}``). Weights and checkpoints
+            are unchanged (the module is compiled in place), so exports and reloading work as usual.
 
     Example:
         >>> model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, freeze_layers=2)
@@ -108,6 +113,8 @@ class ImageClassifier(LightningModule):
         top_k: int = 5,
         calibration_bins: int = 15,
         log_confusion_matrix: bool = True,
+        channels_last: bool = False,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         if isinstance(pretrained, os.PathLike):
@@ -129,6 +136,8 @@ class ImageClassifier(LightningModule):
         )
         self.data_config: dict[str, Any] = resolve_data_config(self.model, backbone_kwargs)
         self.example_input_array = torch.zeros(1, *self.data_config["input_size"])
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
         self._groups: list[LayerGroup] = layer_groups(self.model)
         if freeze_layers > len(self._groups):
@@ -291,8 +300,16 @@ class ImageClassifier(LightningModule):
                 self._initial_frozen = int(state["initial_frozen"])
             self.set_frozen_groups(int(state.get("num_frozen", self._num_frozen)))
 
+    def setup(self, stage: str) -> None:
+        spec = self.hparams.get("compile")
+        if spec and not _is_compiled(self.model):
+            # in place: parameter names and checkpoints stay those of the plain model
+            self.model.compile(**(spec if isinstance(spec, dict) else {}))
+
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor) -> Tensor:
+        if self.hparams.get("channels_last") and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -459,6 +476,10 @@ def _rewrap_ddp(module: LightningModule) -> None:
         register()
 
 
+def _is_compiled(module: nn.Module) -> bool:
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
 def _validate_arguments(args: dict[str, Any]) -> None:
     """Fail fast, in ``__init__``, with the fix in the message."""
     num_classes = args["num_classes"]
@@ -489,6 +510,11 @@ def _validate_arguments(args: dict[str, Any]) -> None:
         ("calibration_bins", args["calibration_bins"] >= 1, ">= 1"),
         ("freeze_layers", args["freeze_layers"] >= 0, ">= 0"),
     ]
+    compile_spec = args["compile"]
+    if not isinstance(compile_spec, (bool, dict)):
+        raise TypeError(
+            f"Expected `compile` to be a bool or a dict of torch.compile arguments, but got {compile_spec!r}."
+        )
     for name, ok, expected in checks:
         if not ok:
             raise ValueError(f"Expected argument `{name}` to be {expected}, but got {args[name]!r}.")

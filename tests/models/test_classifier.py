@@ -134,3 +134,36 @@ def test_dict_batches(tmp_path):
     trainer = tiny_trainer(tmp_path, max_epochs=1)
     trainer.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
     assert "val_acc" in trainer.callback_metrics
+
+
+def test_channels_last_matches_contiguous_and_keeps_checkpoint_keys(tmp_path):
+    torch.manual_seed(0)
+    plain = ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")).eval()
+    fast = ImageClassifier(num_classes=3, channels_last=True, **tiny_kwargs("test_resnet")).eval()
+    fast.load_state_dict(plain.state_dict())
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(fast(images), plain(images), atol=1e-5, rtol=1e-4)
+    tiny_trainer(tmp_path, max_steps=2).fit(fast, make_loader())
+
+
+COMPILED_GRAPHS: list[int] = []
+
+
+def counting_backend(graph_module, example_inputs):
+    """A torch.compile backend that records each graph it is given and runs it as is (module level: picklable)."""
+    COMPILED_GRAPHS.append(len(example_inputs))
+    return graph_module.forward
+
+
+def test_compile_wraps_the_backbone_in_place_and_trains(tmp_path):
+    COMPILED_GRAPHS.clear()
+    model = ImageClassifier(num_classes=3, compile={"backend": counting_backend}, **tiny_kwargs("test_resnet"))
+    keys = list(model.state_dict())
+    tiny_trainer(tmp_path, max_steps=2).fit(model, make_loader())
+    assert COMPILED_GRAPHS, "torch.compile's backend never ran: the backbone was not compiled"
+    assert list(model.state_dict()) == keys  # no `_orig_mod.` prefixes: checkpoints load into plain models
+    with pytest.raises(TypeError, match="`compile` to be a bool or a dict"):
+        ImageClassifier(num_classes=3, compile="yes", **tiny_kwargs("test_resnet"))
