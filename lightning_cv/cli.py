@@ -27,6 +27,8 @@ from lightning_cv.models.classifier import ImageClassifier
 __all__ = ["LightningCVCLI", "main"]
 
 RUNS_DIR = "runs"
+#: subcommands outside LightningCLI's fit/validate/test/predict (see lightning_cv.deploy.commands)
+DEPLOY_COMMANDS = ("export", "benchmark", "explain")
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -257,9 +259,18 @@ class LightningCVCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``lightning-cv`` and ``python -m lightning_cv``; returns the exit code."""
+    """Entry point of ``lightning-cv`` and ``python -m lightning_cv``; returns the exit code.
+
+    ``fit``, ``validate``, ``test`` and ``predict`` go to :class:`LightningCVCLI`; ``export``, ``benchmark`` and
+    ``explain`` to :func:`lightning_cv.deploy.commands.run_command`.
+    """
     warnings.filterwarnings("ignore", message=r".*litlogger.*")
+    argv = list(sys.argv[1:] if args is None else args)
     try:
+        if argv and argv[0] in DEPLOY_COMMANDS:
+            from lightning_cv.deploy.commands import run_command
+
+            return run_command(argv[0], argv[1:])
         LightningCVCLI(args=args)
     except (ValueError, FileNotFoundError) as err:
         if os.environ.get("LIGHTNING_CV_DEBUG"):

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 from lightning_cv.data.checks import ClassBalance, class_balance, find_bad_images, find_leaks
 from lightning_cv.data.datasets import (
@@ -407,25 +407,11 @@ class ImageDataModule(LightningDataModule):
             self._run_checks()
         self.datasets = {}
         self._sampler = None
+        self._eval_setup = (eval_tf, eval_min)
         for split in SPLITS:
-            tf = train_tf if split == "train" else eval_tf
-            if source == "shapes":
-                opts = {**SHAPES_DEFAULTS, **(hp.dataset_kwargs or {})}
-                self.datasets[split] = ShapesDataset(
-                    opts[f"num_{split}"], image_size=opts["image_size"], seed=hp.seed, split=split, transform=tf
-                )
-            elif source == "torchvision":
-                if split in self._tv:
-                    self.datasets[split] = TransformSubset(self._tv[split], self._tv_indices[split], tf)
-            elif split in self._records:
-                rows = self._records[split]
-                self.datasets[split] = ImageFileDataset(
-                    [p for p, _ in rows],
-                    [y for _, y in rows],
-                    tf,
-                    min_size=train_min if split == "train" else eval_min,
-                    max_pixels=hp.max_image_pixels,
-                )
+            dataset = self._make_dataset(split, train_tf if split == "train" else eval_tf, train_min, eval_min)
+            if dataset is not None:
+                self.datasets[split] = dataset
         if hp.predict_dir is not None:
             self.predict_files = self._predict_files()
             self.datasets["predict"] = ImageFileDataset(
@@ -443,6 +429,54 @@ class ImageDataModule(LightningDataModule):
         self._apply_mixer_state()
         if "train" in self.datasets and stage in (None, "fit"):
             rank_zero_info(f"Training images per class:\n{self.class_balance()}")
+
+    def _make_dataset(self, split: str, tf: Any, train_min: int, eval_min: int) -> Any:
+        hp = self._hp
+        source = self._source()
+        if source == "shapes":
+            opts = {**SHAPES_DEFAULTS, **(hp.dataset_kwargs or {})}
+            return ShapesDataset(
+                opts[f"num_{split}"], image_size=opts["image_size"], seed=hp.seed, split=split, transform=tf
+            )
+        if source == "torchvision":
+            return TransformSubset(self._tv[split], self._tv_indices[split], tf) if split in self._tv else None
+        if split in self._records:
+            rows = self._records[split]
+            return ImageFileDataset(
+                [p for p, _ in rows],
+                [y for _, y in rows],
+                tf,
+                min_size=train_min if split == "train" else eval_min,
+                max_pixels=hp.max_image_pixels,
+            )
+        return None
+
+    def eval_dataloader(self, split: str, num_images: int | None = None, batch_size: int | None = None) -> DataLoader:
+        """``split`` seen the way evaluation sees it (resize and center crop, no augmentation, no shuffling).
+
+        For calibration of static INT8 quantization (``eval_dataloader("train", 256)``) and for measuring
+        deployed models. ``num_images`` takes a seeded random subset, spread over the classes. Call
+        :meth:`setup` first.
+        """
+        if not hasattr(self, "_eval_setup"):
+            raise RuntimeError("Call `setup()` before `eval_dataloader()`.")
+        eval_tf, eval_min = self._eval_setup
+        dataset = self._make_dataset(split, eval_tf, eval_min, eval_min)
+        if dataset is None:
+            raise ValueError(
+                f"There is no {split} data. Add a {split}/ folder or `{split}_file`, or hold some training images out "
+                f"with `{split}_split`."
+            )
+        if num_images is not None and num_images < len(dataset):
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self._hp.seed))
+            dataset = Subset(dataset, order[:num_images].tolist())
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self._hp.eval_batch_size or 2 * self._hp.batch_size,
+            shuffle=False,
+            num_workers=self._num_workers(),
+            collate_fn=collate_skipping_bad,
+        )
 
     def _predict_files(self) -> list[str]:
         path = Path(self._hp.predict_dir)

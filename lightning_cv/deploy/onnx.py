@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "check_onnx", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "INPUT_FORMATS", "ExportError", "ExportReport", "check_onnx", "export_onnx"]
+
+#: what the exported file takes as input: float images normalised as in training, or raw uint8 RGB pixels
+#: (N, C, H, W) or (N, H, W, C) with the normalisation baked into the graph
+INPUT_FORMATS = ("float", "uint8_nchw", "uint8_nhwc")
 
 #: opset 17 runs on onnxruntime >= 1.11, TensorRT >= 8.5 and OpenVINO >= 2022.3: broad support, LayerNorm included
 DEFAULT_OPSET = 17
@@ -49,6 +54,24 @@ class _WithSoftmax(nn.Module):
         return self.model(images).softmax(dim=-1)
 
 
+class _Preprocess(nn.Module):
+    """uint8 RGB pixels in, the model's normalised float input inside the graph: deployers feed raw pixels."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        # folded into one multiply-add: x * scale + shift == (x / 255 - mean) / std
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_t))
+        self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        images = pixels.permute(0, 3, 1, 2) if self.channels_last else pixels
+        scale, shift = self.get_buffer("scale"), self.get_buffer("shift")
+        return self.model(images.float() * scale + shift)
+
+
 def _failing_op(err: BaseException) -> str:
     """The operator or module named in an exporter error, when the message names one."""
     text = str(err)
@@ -65,6 +88,9 @@ def export_onnx(
     example_input: Tensor,
     *,
     softmax: bool = False,
+    input_format: str = "float",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     opset: int = DEFAULT_OPSET,
     metadata: Mapping[str, Any] | None = None,
     check: bool = True,
@@ -77,6 +103,9 @@ def export_onnx(
         model: maps ``(N, C, H, W)`` float images to ``(N, num_classes)`` logits; it is copied, not changed.
         example_input: one batch (any size) of the input the model expects, on any device.
         softmax: put the softmax in the graph, so the file outputs probabilities.
+        input_format: ``"float"`` (normalised float images, as the model takes them), or ``"uint8_nchw"`` /
+            ``"uint8_nhwc"``: raw RGB pixels, already resized to the model's input size, with the normalisation
+            by ``mean`` and ``std`` (in [0, 1] units) baked into the graph.
         metadata: extra key/values for the file (class names, input size, mean, std ...); non-strings become JSON.
         check: run the file with onnxruntime on ``check_batch_sizes`` and compare with PyTorch.
         atol: the largest absolute difference allowed by the check (1e-4 suits fp32).
@@ -86,15 +115,32 @@ def export_onnx(
     """
     import onnx
 
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"Expected `input_format` to be one of {INPUT_FORMATS}, but got {input_format!r}.")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model).float().cpu().eval()
     if softmax:
         net = _WithSoftmax(net)
     example = example_input[:1].detach().float().cpu()
+    if input_format != "float":
+        if mean is None or std is None or len(mean) != example.shape[1] or len(std) != example.shape[1]:
+            raise ValueError(
+                f"Baking preprocessing (`input_format={input_format!r}`) needs the training `mean` and `std`, one "
+                f"value per channel ({example.shape[1]}), but got mean={mean}, std={std}."
+            )
+        channels_last = input_format == "uint8_nhwc"
+        net = _Preprocess(net, mean, std, channels_last).eval()
+        example = torch.randint(0, 256, example.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        if channels_last:
+            example = example.permute(0, 2, 3, 1).contiguous()
     output_name = "probabilities" if softmax else "logits"
     try:
-        with torch.no_grad():
+        # the TorchScript exporter is chosen on purpose (see the module docstring): its deprecation notice is noise
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape checks traced as constants
             torch.onnx.export(
                 net,
                 (example,),
@@ -111,7 +157,7 @@ def export_onnx(
             f"ONNX export failed{f' at {op}' if op else ''}: {type(err).__name__}: {str(err)[:500]}. "
             f"Try another `opset` (now {opset}), or a backbone whose layers ONNX supports."
         ) from err
-    meta = {"output": output_name, "softmax": str(softmax).lower(), "opset": str(opset)}
+    meta = {"output": output_name, "softmax": str(softmax).lower(), "opset": str(opset), "input_format": input_format}
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
     proto = onnx.load(str(target))
@@ -119,7 +165,9 @@ def export_onnx(
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(target))
+    # one self-contained file unless the weights pass protobuf's 2 GB limit
+    large = proto.ByteSize() > 2_000_000_000
+    onnx.save(proto, str(target), save_as_external_data=large, location=f"{target.name}.data" if large else None)
     report = ExportReport(path=str(target), opset=opset, softmax=softmax, metadata=meta)
     if check:
         report.max_abs_diff = check_onnx(net, target, example, batch_sizes=check_batch_sizes, atol=atol)
@@ -145,9 +193,12 @@ def check_onnx(
     net = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device, dtype and mode
     diffs: dict[int, float] = {}
     for size in batch_sizes:
-        # real example first, then random images around it: exercises the dynamic batch axis
-        noise = torch.randn((size, *example_input.shape[1:]), generator=generator) * example_input.std().clamp_min(1e-3)
-        batch = example_input[:1].float().cpu() + noise
+        if example_input.dtype == torch.uint8:  # raw pixels: random images of the same shape
+            batch = torch.randint(0, 256, (size, *example_input.shape[1:]), generator=generator, dtype=torch.uint8)
+        else:  # real example plus random images around it: exercises the dynamic batch axis
+            std = example_input.float().std().clamp_min(1e-3)
+            noise = torch.randn((size, *example_input.shape[1:]), generator=generator) * std
+            batch = example_input[:1].float().cpu() + noise
         with torch.no_grad():
             expected = net(batch).numpy()
         got = session.run(None, {input_name: batch.numpy()})[0]
