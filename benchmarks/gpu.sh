@@ -9,4 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}"
 export PYTHONUNBUFFERED=1
-exec "${PYTHON:-python3}" "${root}/benchmarks/gpu.py" "$@"
+# the project's venv when there is one (make install), else the machine's python3 (a GPU image with torch)
+default_python=python3
+[ -x "${root}/.venv/bin/python" ] && default_python="${root}/.venv/bin/python"
+exec "${PYTHON:-${default_python}}" "${root}/benchmarks/gpu.py" "$@"
