@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.data.datamodule import DEFAULT_DATA_CONFIG, ImageDataModule
+from lightning_cv.deploy.onnx import ExportError
 from lightning_cv.models.classifier import ImageClassifier
 
 __all__ = ["LightningCVCLI", "main"]
@@ -272,7 +273,7 @@ def main(args: list[str] | None = None) -> int:
 
             return run_command(argv[0], argv[1:])
         LightningCVCLI(args=args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ExportError) as err:
         if os.environ.get("LIGHTNING_CV_DEBUG"):
             raise
         print(f"lightning-cv: error: {err}\n(set LIGHTNING_CV_DEBUG=1 to see the traceback)", file=sys.stderr)

@@ -187,7 +187,13 @@ def check_onnx(
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # e.g. an operator version onnxruntime does not implement
+        raise ExportError(
+            f"onnxruntime cannot run {path}: {str(err).strip()[:400]}. The file was written, but a runtime will "
+            f"refuse it: export again with another opset (the default {DEFAULT_OPSET} is widely supported)."
+        ) from err
     input_name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(0)
     net = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device, dtype and mode

@@ -156,6 +156,8 @@ def test_explain_writes_an_overlay_per_readable_image(trained, tmp_path, capsys)
         (["benchmark", "--ckpt_path", "{ckpt}", "--backends", "eager,tensorrt"], "Unknown backend"),
         (["explain", "--ckpt_path", "{ckpt}", "--images", "nowhere", "--output", "o"], "does not exist"),
         (["export", "--output", "m.onnx"], "--ckpt_path"),
+        (["export", "--ckpt_path", "{ckpt}", "--output", "m.onnx", "--opset", "6"], "onnxruntime cannot run"),
+        (["export", "--ckpt_path", "{ckpt}", "--output", "m.onnx", "--opset", "99"], "Unsupported onnx_opset_version"),
     ],
 )
 def test_bad_input_is_a_short_error(trained, tmp_path, monkeypatch, capsys, args, message):
