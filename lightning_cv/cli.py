@@ -18,7 +18,9 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_cv.callbacks.checkpointing import PREEMPTED_EXIT_CODE, PeriodicCheckpoint, PreemptionCheckpoint
 from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.data.datamodule import DEFAULT_DATA_CONFIG, ImageDataModule
@@ -90,9 +92,14 @@ def _load_checkpoint_meta(path: str) -> dict[str, Any]:
 
 
 def find_checkpoint(kind: str, root: str | os.PathLike[str]) -> str:
-    """The newest ``best-*.ckpt`` (``kind="best"``) or ``last.ckpt`` (``"last"``) below ``root``."""
-    pattern = "best-*.ckpt" if kind == "best" else "last*.ckpt"
-    found = sorted(Path(root).rglob(pattern), key=lambda p: p.stat().st_mtime) if Path(root).is_dir() else []
+    """The newest ``best-*.ckpt`` (``kind="best"``), or the newest state of training (``"last"``) below ``root``.
+
+    The newest state is whichever was written last of ``last.ckpt`` (epoch ends), ``step-*.ckpt`` (periodic
+    checkpoints) and ``interrupted.ckpt`` (preemption or a crash).
+    """
+    patterns = ["best-*.ckpt"] if kind == "best" else ["last*.ckpt", "step-*.ckpt", "interrupted*.ckpt"]
+    found = [p for pattern in patterns for p in Path(root).rglob(pattern)] if Path(root).is_dir() else []
+    found.sort(key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(
             f"No {kind} checkpoint found under '{root}'. Train first (`lightning-cv fit ...`) or pass the checkpoint "
@@ -158,6 +165,19 @@ class LightningCVCLI(LightningCLI):
             default=16,
             help="Validation images shown each epoch, worst mistakes first (0: no gallery).",
         )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int | None,
+            default=None,
+            help="Also save step-<N>.ckpt every this many optimizer steps (long epochs, preemptible machines).",
+        )
+        parser.add_argument(
+            "--checkpoint_every_minutes",
+            type=float | None,
+            default=None,
+            help="Also save step-<N>.ckpt every this many minutes of training.",
+        )
+        parser.add_argument("--checkpoint_keep", type=int, default=2, help="How many periodic checkpoints to keep.")
         parser.add_argument("--tune.lr_find", type=bool, default=False, help="Run the LR range test before fit.")
         parser.add_argument("--tune.lr_find_steps", type=int, default=100, help="Steps of the LR range test.")
         parser.add_argument("--tune.batch_size", type=bool, default=False, help="Find the largest batch size first.")
@@ -209,6 +229,18 @@ class LightningCVCLI(LightningCLI):
             callbacks.append(PredictionGallery(num_images=cfg.gallery_images))
         if cfg.get("early_stopping_patience") is not None:
             callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.early_stopping_patience))
+        if self.subcommand == "fit":
+            every_n, minutes = cfg.get("checkpoint_every_n_steps"), cfg.get("checkpoint_every_minutes")
+            if every_n is not None or minutes is not None:
+                dirpath = cfg.checkpoint.get("dirpath") if cfg.get("checkpoint") is not None else None
+                callbacks.append(
+                    PeriodicCheckpoint(
+                        every_n_steps=every_n, every_minutes=minutes, keep=cfg.checkpoint_keep, dirpath=dirpath
+                    )
+                )
+            callbacks.append(
+                PreemptionCheckpoint(dirpath=cfg.checkpoint.get("dirpath") if cfg.get("checkpoint") else None)
+            )
         return trainer
 
     # ------------------------------------------------------------------ subcommands
@@ -273,6 +305,10 @@ def main(args: list[str] | None = None) -> int:
 
             return run_command(argv[0], argv[1:])
         LightningCVCLI(args=args)
+    except SIGTERMException:
+        # PreemptionCheckpoint has saved the run; a non-zero status tells the scheduler to start it again
+        print("lightning-cv: stopped by SIGTERM; resume with `--ckpt_path last`.", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except (ValueError, FileNotFoundError, ExportError) as err:
         if os.environ.get("LIGHTNING_CV_DEBUG"):
             raise

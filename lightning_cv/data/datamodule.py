@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_cv.data.checks import ClassBalance, class_balance, find_bad_images, find_leaks
 from lightning_cv.data.datasets import (
@@ -24,6 +24,7 @@ from lightning_cv.data.datasets import (
 )
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from lightning_cv.data.mixing import BatchMixer
+from lightning_cv.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
 from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
 from lightning_cv.data.sources import (
     Record,
@@ -148,9 +149,8 @@ class ImageDataModule(LightningDataModule):
         self.predict_files: list[str] = []
         self._checked = False
         self._mixer: BatchMixer | None = None
-        self._sampler: WeightedRandomSampler | None = None
-        self._mixer_state: dict[str, Any] | None = None
-        self._mixer_reseed: list[int] | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None
         self.data_config: dict[str, Any] = {}
 
     @property
@@ -406,7 +406,6 @@ class ImageDataModule(LightningDataModule):
         if source in ("folders", "list") and not self._checked:
             self._run_checks()
         self.datasets = {}
-        self._sampler = None
         self._eval_setup = (eval_tf, eval_min)
         for split in SPLITS:
             dataset = self._make_dataset(split, train_tf if split == "train" else eval_tf, train_min, eval_min)
@@ -426,7 +425,6 @@ class ImageDataModule(LightningDataModule):
             switch_prob=hp.switch_prob,
             seed=hp.seed + rank,  # ranks draw different mixes
         )
-        self._apply_mixer_state()
         if "train" in self.datasets and stage in (None, "fit"):
             rank_zero_info(f"Training images per class:\n{self.class_balance()}")
 
@@ -561,17 +559,11 @@ class ImageDataModule(LightningDataModule):
             return 0 if per_process <= 2 else min(4, per_process // 4)
         return min(8, max(1, per_process - 1))
 
-    def _balanced_sampler(self, split: str) -> WeightedRandomSampler:
-        # built once, so its generator moves on from epoch to epoch instead of repeating one draw
-        if self._sampler is None:
-            targets = self._targets(split)
-            counts = torch.bincount(torch.tensor(targets), minlength=self.num_classes).clamp_min(1)
-            weights = (1.0 / counts.double())[torch.tensor(targets)]
-            generator = torch.Generator().manual_seed(self._hp.seed)
-            self._sampler = WeightedRandomSampler(
-                weights.tolist(), num_samples=len(targets), replacement=True, generator=generator
-            )
-        return self._sampler
+    def _balanced_weights(self, split: str) -> Tensor:
+        # inverse class frequency: every class is drawn equally often on average
+        targets = torch.tensor(self._targets(split))
+        counts = torch.bincount(targets, minlength=self.num_classes).clamp_min(1)
+        return (1.0 / counts.double())[targets]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
@@ -584,18 +576,31 @@ class ImageDataModule(LightningDataModule):
         pin = self._hp.pin_memory
         if pin is None:
             pin = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-        sampler = self._balanced_sampler(split) if train and self._hp.balanced_sampler else None
         batch_size = self._hp.batch_size if train else (self._hp.eval_batch_size or 2 * self._hp.batch_size)
-        return DataLoader(
-            dataset,
+        common: dict[str, Any] = dict(
             batch_size=batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=pin,
             collate_fn=collate_skipping_bad,
+            # worker seeds come from this generator, not from the global one that training draws from
+            generator=torch.Generator().manual_seed(self._hp.seed),
         )
+        if not train:
+            return DataLoader(dataset, shuffle=False, **common)
+        trainer = self.trainer
+        sampler = ResumableSampler(
+            len(dataset),  # type: ignore[arg-type]
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            seed=self._hp.seed,
+            weights=self._balanced_weights(split) if self._hp.balanced_sampler else None,
+        )
+        self._train_loader = ResumableDataLoader(SeededDataset(dataset, self._hp.seed), sampler=sampler, **common)
+        if self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        return self._train_loader
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -614,6 +619,8 @@ class ImageDataModule(LightningDataModule):
     # ------------------------------------------------------------------ mixing on the device
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
+        if trainer is not None and trainer.training and self._train_loader is not None:
+            self._train_loader.mark_batch()  # the position in the epoch that checkpoints record
         if trainer is None or not trainer.training or self._mixer is None or not self._mixer.enabled:
             return batch
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:  # e.g. the model summary's example input
@@ -621,29 +628,25 @@ class ImageDataModule(LightningDataModule):
         images, labels = batch[0], batch[1]
         if not isinstance(labels, Tensor) or labels.ndim != 1:  # already soft targets
             return batch
+        loader = self._train_loader
+        if loader is not None:
+            # each batch's mix is drawn from (seed, rank, epoch, batch): the same after a resume, and different
+            # on every rank
+            sampler = loader.resumable_sampler
+            self._mixer.reseed([self._hp.seed, sampler.rank, sampler.epoch, loader.batches_taken])
         return self._mixer(images, labels)
 
     def state_dict(self) -> dict[str, Any]:
-        if self._mixer is None:
-            return {}
-        step = self.trainer.global_step if self.trainer is not None else 0
-        return {"mixer": self._mixer.state_dict(), "step": step}
+        # The position in the epoch (the mixes are a function of seed, rank, epoch and batch). Lightning also saves
+        # the loader's own state, but cannot restore it when the loader was created before the checkpoint was loaded
+        # (as `trainer.estimated_stepping_batches` in `configure_optimizers` does): this copy covers that case.
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Only rank 0's generator state is in the checkpoint: with several processes each rank instead starts a
-        # stream of its own from (seed, rank, step), so ranks keep drawing different mixes after a resume.
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            self._mixer_state = None
-            self._mixer_reseed = [self._hp.seed, trainer.global_rank, int(state_dict.get("step", 0))]
+        state = state_dict.get("train_loader")
+        if state is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
         else:
-            self._mixer_state = state_dict.get("mixer")
-        if self._mixer is not None:
-            self._apply_mixer_state()
-
-    def _apply_mixer_state(self) -> None:
-        assert self._mixer is not None
-        if self._mixer_reseed is not None:
-            self._mixer.reseed(self._mixer_reseed)
-        elif self._mixer_state is not None:
-            self._mixer.load_state_dict(self._mixer_state)
+            self._train_loader_state = state

@@ -31,6 +31,7 @@ from lightning_cv.optim.schedules import build_scheduler, check_scheduler
 __all__ = ["ImageClassifier"]
 
 _CKPT_KEY = "lightning_cv"
+_RNG_KEY = "lightning_cv_rng"
 
 
 class ImageClassifier(LightningModule):
@@ -153,6 +154,7 @@ class ImageClassifier(LightningModule):
             self._initial_frozen = freeze_layers
         self._num_frozen = 0
         self.set_frozen_groups(self._initial_frozen or 0)
+        self._rng_to_restore: dict[str, Any] | None = None
 
         self.val_metrics = build_metrics(num_classes, top_k=top_k, calibration_bins=calibration_bins, prefix="val_")
         self.test_metrics = self.val_metrics.clone(prefix="test_")
@@ -252,6 +254,9 @@ class ImageClassifier(LightningModule):
         self._apply_freeze_schedule()
         self._sync_lr_with_schedule()
         rank_zero_info(self.describe_freezing())
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def _sync_lr_with_schedule(self) -> None:
         """After a resume, set each group's LR from the schedule at the restored step.
@@ -282,6 +287,7 @@ class ImageClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[_CKPT_KEY] = {"initial_frozen": self._initial_frozen, "num_frozen": self._num_frozen}
+        checkpoint[_RNG_KEY] = capture_rng_state()  # dropout and drop-path draw on: resume continues the stream
         hparams = checkpoint.get("hyper_parameters")
         if isinstance(hparams, dict) and "pretrained" in hparams:
             # The weights are in the state dict: rebuilding from the checkpoint must not download or read a file.
@@ -294,6 +300,8 @@ class ImageClassifier(LightningModule):
             # Evaluating, predicting or exporting: use the averaged weights. Resuming a fit keeps the raw ones
             # (the EMA callback restores its average itself).
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
+        if fitting and isinstance(checkpoint.get(_RNG_KEY), dict):
+            self._rng_to_restore = checkpoint[_RNG_KEY]  # applied in on_train_start, after the loaders start
         state = checkpoint.get(_CKPT_KEY)
         if isinstance(state, dict):
             if state.get("initial_frozen") is not None:
@@ -474,6 +482,38 @@ def _rewrap_ddp(module: LightningModule) -> None:
     register = getattr(strategy, "_register_ddp_hooks", None)
     if callable(register):
         register()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states, in types ``torch.load(weights_only=True)`` reads."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Put back what :func:`capture_rng_state` captured."""
+    import random
+
+    import numpy as np
+
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _is_compiled(module: nn.Module) -> bool:

@@ -136,8 +136,11 @@ def test_class_balance_and_weights(tmp_path):
     balance = dm.class_balance()
     assert balance.counts == {"common": 8, "rare": 2} and balance.imbalance_ratio == 4.0
     torch.testing.assert_close(dm.class_weights(), torch.tensor([0.4, 1.6]))
-    torch.manual_seed(0)
-    drawn = [y for _ in range(20) for y in labels_of(dm.train_dataloader())]
+    loader = dm.train_dataloader()
+    drawn = []
+    for epoch in range(20):  # each epoch draws anew (the draw is a function of the seed and the epoch)
+        loader.sampler.set_epoch(epoch)
+        drawn += labels_of(loader)
     assert 0.4 < sum(drawn) / len(drawn) < 0.6  # "rare" (label 1) drawn about half the time, not 20%
 
 
@@ -338,16 +341,27 @@ def test_class_order_mismatch_is_refused(tmp_path):
         tiny_trainer(tmp_path).fit(model, shapes())
 
 
-def test_ranks_draw_their_own_mixes_after_a_resume():
+def test_mixes_are_a_function_of_seed_rank_epoch_and_batch():
     class FakeTrainer:
-        world_size, global_rank, global_step = 2, 1, 40
+        training, world_size, global_step, lightning_module, accelerator = True, 2, 0, None, None
 
-    dm = shapes(mixup_alpha=1.0)
-    dm.setup("fit")
-    state = dm.state_dict()
-    dm.trainer = FakeTrainer()
-    dm.load_state_dict(state)
-    assert dm._mixer_reseed == [42, 1, state["step"]]
+        def __init__(self, rank):
+            self.global_rank = rank
+
+    def mixed_batches(rank, epoch):
+        dm = shapes(mixup_alpha=1.0, num_workers=0)
+        dm.trainer = FakeTrainer(rank)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        batch = next(iter(loader))
+        return [dm.on_after_batch_transfer((batch[0], batch[1]), 0)[1] for _ in range(2)]
+
+    first, second = mixed_batches(rank=0, epoch=1)
+    again = mixed_batches(rank=0, epoch=1)
+    torch.testing.assert_close(first, again[0])  # the same position draws the same mix (a resume does)
+    assert not torch.equal(first, second)  # the next batch draws anew
+    assert not torch.equal(first, mixed_batches(rank=1, epoch=1)[0])  # other ranks draw their own
 
 
 def test_perceptual_hash_sees_16bit_content(tmp_path):

@@ -1,0 +1,148 @@
+"""Checkpoints for long and interruptible runs: every N steps or minutes, and on preemption or a crash.
+
+Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` saves at epoch ends by the monitored metric; a
+spot instance that is preempted an hour into a two-hour epoch loses that hour. :class:`PeriodicCheckpoint` saves
+every ``every_n_steps`` optimizer steps or ``every_minutes`` minutes and keeps the newest ``keep``;
+:class:`PreemptionCheckpoint` saves when training stops on SIGTERM (what SLURM, Kubernetes and spot instances send
+before they kill a job) or on an exception. Lightning writes every checkpoint to a temporary file and renames it, so
+a file is never left half-written. Resume with ``--ckpt_path last``, which picks the newest of all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing_extensions import override
+
+__all__ = ["PeriodicCheckpoint", "PreemptionCheckpoint"]
+
+#: exit status of a run stopped by SIGTERM after it saved its checkpoint (128 + 15, the shell's convention):
+#: non-zero, so job schedulers (SLURM ``--requeue``, Kubernetes) treat the job as unfinished and restart it
+PREEMPTED_EXIT_CODE = 143
+
+
+class PeriodicCheckpoint(ModelCheckpoint):
+    """Save ``step-<global step>.ckpt`` every ``every_n_steps`` optimizer steps or ``every_minutes`` minutes.
+
+    The newest ``keep`` files are kept, older ones deleted. They hold everything a resume needs, down to the
+    position inside the epoch (with :class:`~lightning_cv.data.ImageDataModule`).
+
+    Args:
+        every_n_steps: save every this many optimizer steps.
+        every_minutes: save every this many minutes of training (give one of the two).
+        keep: how many periodic checkpoints to keep (at least 1).
+        dirpath: folder; defaults to the run's ``checkpoints/`` folder, beside the best and last checkpoints.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int | None = None,
+        every_minutes: float | None = None,
+        keep: int = 2,
+        dirpath: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if (every_n_steps is None) == (every_minutes is None):
+            raise ValueError(
+                f"Expected exactly one of `every_n_steps` and `every_minutes`, but got every_n_steps={every_n_steps}, "
+                f"every_minutes={every_minutes}."
+            )
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"Expected `every_n_steps` >= 1, but got {every_n_steps}.")
+        if every_minutes is not None and every_minutes <= 0:
+            raise ValueError(f"Expected `every_minutes` > 0, but got {every_minutes}.")
+        if keep < 1:
+            raise ValueError(f"Expected `keep` >= 1, but got {keep}.")
+        super().__init__(
+            dirpath=os.fspath(dirpath) if dirpath is not None else None,
+            filename="step-{step:08d}",
+            monitor=None,
+            save_top_k=-1,  # this callback prunes to `keep` itself (ModelCheckpoint has no cap without a monitor)
+            every_n_train_steps=every_n_steps,
+            train_time_interval=timedelta(minutes=every_minutes) if every_minutes is not None else None,
+            save_on_train_epoch_end=False,
+            auto_insert_metric_name=False,
+        )
+        self.every_n_steps = every_n_steps
+        self.every_minutes = every_minutes
+        self.keep = keep
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return f"PeriodicCheckpoint{{every_n_steps={self.every_n_steps}, every_minutes={self.every_minutes}}}"
+
+    @override
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero and self.dirpath is not None:
+            saved = sorted(Path(self.dirpath).glob("step-*.ckpt"), key=lambda p: p.stat().st_mtime)
+            for old in saved[: -self.keep]:
+                old.unlink(missing_ok=True)
+
+
+class PreemptionCheckpoint(Callback):
+    """Save ``interrupted.ckpt`` when ``fit`` stops on SIGTERM or an exception, so the run can resume.
+
+    On SIGTERM Lightning finishes the current batch on every process and stops; this callback then writes the
+    checkpoint (on every rank, as Lightning's saving requires; rank zero writes the file). Training resumed from it
+    continues with the next batch, exactly as if it had not stopped. After an exception the checkpoint holds the
+    state before the failing batch: resuming skips that batch. Nothing is written when the exception happened
+    before training started (setup errors) or during validation sanity checks.
+
+    Args:
+        dirpath: folder; defaults to the run's ``checkpoints/`` folder.
+        on_exception: also save on exceptions other than SIGTERM (not on KeyboardInterrupt, which counts too).
+    """
+
+    def __init__(self, dirpath: str | os.PathLike[str] | None = None, on_exception: bool = True) -> None:
+        self.dirpath = dirpath
+        self.save_on_exception = on_exception
+        self.saved_path: str | None = None
+        self._dirpath: Path | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.dirpath is not None:
+            self._dirpath = Path(self.dirpath)
+            return
+        callback = trainer.checkpoint_callback
+        resolved = getattr(callback, "dirpath", None)  # ModelCheckpoint resolves its folder in its own setup
+        if resolved is None:
+            # trainer.log_dir is a collective under DDP: asked on every rank
+            resolved = os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
+        self._dirpath = Path(resolved)
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking or not trainer.training:
+            return
+        preempted = isinstance(exception, SIGTERMException) or trainer.received_sigterm
+        if not preempted and not self.save_on_exception:
+            return
+        if not preempted and trainer.world_size > 1:
+            # one process failed: the others are not here to take part in a collective save
+            rank_zero_warn("PreemptionCheckpoint: not saving after an exception under several processes.")
+            return
+        dirpath = self._dirpath or Path(trainer.default_root_dir) / "checkpoints"
+        path = dirpath / "interrupted.ckpt"
+        try:
+            trainer.save_checkpoint(path)
+        except Exception as err:  # never hide the original exception behind a failed save
+            rank_zero_warn(f"PreemptionCheckpoint could not save {path}: {err}")
+            return
+        self.saved_path = str(path)
+        reason = "SIGTERM" if preempted else f"{type(exception).__name__}"
+        rank_zero_info(
+            f"Training stopped ({reason}) at step {trainer.global_step}; checkpoint saved to {path}. "
+            "Resume with `--ckpt_path last` (or this file)."
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
