@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# the data module's file-index cache: one per test session, not the user's ~/.cache (subprocesses inherit it)
+os.environ.setdefault("LIGHTNING_CV_CACHE", tempfile.mkdtemp(prefix="lcv-index-"))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

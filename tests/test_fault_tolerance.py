@@ -77,8 +77,8 @@ def final_state(ckpt_dir: Path) -> dict:
     return torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def assert_same_training(a: dict, b: dict) -> None:
-    assert a["global_step"] == b["global_step"] == STEPS_PER_EPOCH * EPOCHS
+def assert_same_training(a: dict, b: dict, steps: int = STEPS_PER_EPOCH * EPOCHS) -> None:
+    assert a["global_step"] == b["global_step"] == steps
     assert a["epoch"] == b["epoch"]
     for key in ("state_dict", "ema_state_dict"):
         assert a[key].keys() == b[key].keys()
@@ -188,3 +188,57 @@ def test_periodic_checkpoints_are_capped(tmp_path):
         f"step-{STEPS_PER_EPOCH - 1:08d}.ckpt",
         f"step-{STEPS_PER_EPOCH:08d}.ckpt",
     ]
+
+
+# ------------------------------------------------------------------------------------------------ several processes
+def ddp_args(ckpt_dir: Path, processes: int, log_dir: Path) -> list[str]:
+    """The same recipe and global batch (16) on 1 or 2 processes.
+
+    A model with LayerNorm (ConvNeXt): BatchNorm statistics are per process unless synced, and PyTorch's SyncBatchNorm
+    runs on GPUs only. No mixing: each process mixes the images of its own share of the batch.
+    """
+    return [
+        *fit_args(ckpt_dir, batch_size=16 // processes, mixing=False),
+        "--model.backbone=test_convnext",
+        f"--trainer.devices={processes}",
+        f"--trainer.strategy={'ddp' if processes > 1 else 'auto'}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={log_dir}",
+        "--trainer.logger.init_args.name=run",
+        "--trainer.logger.init_args.version=0",
+    ]
+
+
+def val_metrics(log_dir: Path) -> list[dict[str, float]]:
+    import csv
+
+    rows = list(csv.DictReader((log_dir / "run" / "version_0" / "metrics.csv").open()))
+    return [{k: float(v) for k, v in row.items() if v and k.startswith("val_")} for row in rows if row.get("val_loss")]
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    run_cli(ddp_args(root / "ckpts", 2, root / "logs"), cwd=root, timeout=600)
+    return root
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(ddp_reference, tmp_path):
+    run_cli(ddp_args(tmp_path / "ckpts", 1, tmp_path / "logs"), cwd=tmp_path)
+    one, two = val_metrics(tmp_path / "logs"), val_metrics(ddp_reference / "logs")
+    assert len(one) == len(two) == EPOCHS
+    for epoch, (a, b) in enumerate(zip(one, two, strict=True)):
+        # stated tolerance: float summation order differs (gloo all-reduce, synced BatchNorm statistics)
+        assert abs(a["val_loss"] - b["val_loss"]) < 1e-3, (epoch, a, b)
+        assert a["val_acc"] == b["val_acc"], (epoch, a, b)
+    single, ddp = final_state(tmp_path / "ckpts")["state_dict"], final_state(ddp_reference / "ckpts")["state_dict"]
+    worst = max(float((single[k].float() - ddp[k].float()).abs().max()) for k in single)
+    assert worst < 1e-3, worst
+
+
+def test_resume_under_ddp_is_bitwise_exact(ddp_reference, tmp_path):
+    source = ddp_reference / "ckpts" / "step-00000004.ckpt"  # mid-epoch (3 steps per epoch)
+    run_cli([*ddp_args(tmp_path / "ckpts", 2, tmp_path / "logs"), f"--ckpt_path={source}"], cwd=tmp_path, timeout=600)
+    assert_same_training(final_state(tmp_path / "ckpts"), final_state(ddp_reference / "ckpts"), steps=9)
+    # files are written once, by rank zero: one checkpoint per step and epoch, one metrics file
+    assert len(list((ddp_reference / "ckpts").glob("step-*.ckpt"))) == 9

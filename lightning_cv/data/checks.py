@@ -83,13 +83,24 @@ def perceptual_hash(path: str | os.PathLike[str]) -> int:
 
 
 def find_leaks(
-    splits: Mapping[str, Sequence[str]], *, perceptual: bool = False, max_distance: int = 4
+    splits: Mapping[str, Sequence[str]],
+    *,
+    perceptual: bool = False,
+    max_distance: int = 4,
+    digests: Mapping[str, str] | None = None,
+    perceptual_hashes: Mapping[str, int] | None = None,
 ) -> list[Duplicate]:
-    """Images that appear in more than one split: by content hash, and with ``perceptual`` by dHash distance."""
+    """Images that appear in more than one split: by content hash, and with ``perceptual`` by dHash distance.
+
+    ``digests`` and ``perceptual_hashes`` are values already computed (by :func:`~lightning_cv.data.file_index.
+    scan_files`); files missing from them are read here.
+    """
+    digests = digests or {}
+    perceptual_hashes = perceptual_hashes or {}
     by_digest: dict[str, list[tuple[str, str]]] = {}
     for split, paths in splits.items():
         for path in paths:
-            by_digest.setdefault(_digest(path), []).append((split, path))
+            by_digest.setdefault(digests.get(path) or _digest(path), []).append((split, path))
     leaks = [Duplicate("exact", tuple(v)) for v in by_digest.values() if len({s for s, _ in v}) > 1]
     if perceptual:
         exact = {p for d in leaks for _, p in d.files}
@@ -98,6 +109,10 @@ def find_leaks(
             kept, values = [], []
             for path in paths:
                 if path in exact:
+                    continue
+                if path in perceptual_hashes:
+                    values.append(perceptual_hashes[path])
+                    kept.append(path)
                     continue
                 try:
                     values.append(perceptual_hash(path))

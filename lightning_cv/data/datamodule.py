@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_cv.data.checks import ClassBalance, class_balance, find_bad_images, find_leaks
+from lightning_cv.data.checks import ClassBalance, class_balance, find_leaks
 from lightning_cv.data.datasets import (
     ImageFileDataset,
     TransformSubset,
@@ -22,9 +22,10 @@ from lightning_cv.data.datasets import (
     load_torchvision_dataset,
     resolve_torchvision_name,
 )
-from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from lightning_cv.data.file_index import FileFacts, scan_files
+from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError
 from lightning_cv.data.mixing import BatchMixer
-from lightning_cv.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
+from lightning_cv.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset, item_seed
 from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
 from lightning_cv.data.sources import (
     Record,
@@ -151,6 +152,7 @@ class ImageDataModule(LightningDataModule):
         self._mixer: BatchMixer | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
+        self._facts: dict[str, FileFacts] | None = None  # what the file checks found, by path
         self.data_config: dict[str, Any] = {}
 
     @property
@@ -331,6 +333,30 @@ class ImageDataModule(LightningDataModule):
             assert name is not None
             for split in ("train", "test"):
                 load_torchvision_dataset(name, hp.data_dir, split, download=True, **(hp.dataset_kwargs or {}))
+        if self._source() in ("folders", "list") and self._checks_wanted():
+            # once per node (Lightning calls this on local rank 0 alone): every file is read here and the answers
+            # cached, so each process's setup then reads only file sizes and times
+            self._discover()
+            self._scan_files()
+
+    def _checks_wanted(self) -> bool:
+        return self._hp.image_check != "none" or self._hp.leakage_check != "off"
+
+    def _scan_files(self) -> dict[str, FileFacts]:
+        if self._facts is not None:  # scanned by prepare_data in this process
+            return self._facts
+        hp = self._hp
+        sources = [hp.data_dir, hp.train_file, hp.val_file, hp.test_file]
+        key = "|".join(os.path.abspath(s) if s else "" for s in sources)
+        paths = [p for rows in self._records.values() for p, _ in rows]
+        self._facts = scan_files(
+            paths,
+            key=key,
+            decode=hp.image_check == "decode",
+            max_pixels=hp.max_image_pixels,
+            perceptual=hp.leakage_check == "perceptual",
+        )
+        return self._facts
 
     def _resolve_data_config(self) -> dict[str, Any]:
         hp = self._hp
@@ -492,9 +518,9 @@ class ImageDataModule(LightningDataModule):
 
     def _run_checks(self) -> None:
         hp = self._hp
+        facts = self._scan_files() if self._checks_wanted() else {}
         if hp.image_check != "none":
-            paths = [p for rows in self._records.values() for p, _ in rows]
-            bad = find_bad_images(paths, decode=hp.image_check == "decode", max_pixels=hp.max_image_pixels)
+            bad = [BadImageError(path, f.error) for path, f in facts.items() if f.error is not None]
             if bad:
                 listing = "\n".join(f"  {err.path}: {err.reason}" for err in bad[:50])
                 more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
@@ -513,6 +539,8 @@ class ImageDataModule(LightningDataModule):
             leaks = find_leaks(
                 {s: [p for p, _ in rows] for s, rows in self._records.items()},
                 perceptual=hp.leakage_check == "perceptual",
+                digests={path: f.digest for path, f in facts.items() if f.digest is not None},
+                perceptual_hashes={path: f.phash for path, f in facts.items() if f.phash is not None},
             )
             if leaks:
                 listing = "\n".join(f"  {leak}" for leak in leaks[:50])
@@ -524,6 +552,7 @@ class ImageDataModule(LightningDataModule):
                     raise ValueError(message + "\nRemove the duplicates, or pass `on_leakage='warn'`.")
                 rank_zero_warn(message)
         self._checked = True
+        self._facts = None  # the answers are applied; the index is on disk for the next run
 
     # ------------------------------------------------------------------ reports
     def _targets(self, split: str) -> list[int]:
@@ -589,6 +618,8 @@ class ImageDataModule(LightningDataModule):
         if not train:
             return DataLoader(dataset, shuffle=False, **common)
         trainer = self.trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        common["generator"] = torch.Generator().manual_seed(item_seed(self._hp.seed, rank, -2))  # no two ranks alike
         sampler = ResumableSampler(
             len(dataset),  # type: ignore[arg-type]
             num_replicas=trainer.world_size if trainer is not None else 1,

@@ -7,6 +7,7 @@ alpha instead of compositing, 16-bit greyscale clipped to a few grey levels, ``D
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -37,9 +38,10 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
 
 
-def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
+def _open(path: str | os.PathLike[str], max_pixels: int, data: bytes | None = None) -> Image.Image:
+    """Open ``path`` lazily (header only), or the file's bytes ``data`` when the caller has read them already."""
     try:
-        size = os.path.getsize(path)
+        size = os.path.getsize(path) if data is None else len(data)
     except OSError as err:
         raise BadImageError(path, f"missing or unreadable file ({type(err).__name__}: {err.strerror or err})") from err
     if size == 0:
@@ -47,11 +49,13 @@ def _open(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            source = path if data is None else io.BytesIO(data)
+            image = Image.open(source)
     except Image.DecompressionBombError as err:  # not an OSError
         raise BadImageError(path, f"too large to decode safely ({err})") from err
     except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError
-        raise BadImageError(path, f"not a readable image ({type(err).__name__}: {err})") from err
+        text = str(err) if data is None else str(err).replace(repr(source), f"'{path}'")
+        raise BadImageError(path, f"not a readable image ({type(err).__name__}: {text})") from err
     width, height = image.size
     if width * height > max_pixels:
         image.close()
@@ -118,6 +122,19 @@ def load_image(
     except Exception as err:  # truncated data, broken chunks, decoder errors of any type
         image.close()
         raise BadImageError(path, f"cannot be decoded ({type(err).__name__}: {err})") from err
+
+
+def check_image_data(data: bytes, path: str | os.PathLike[str], *, decode: bool, max_pixels: int) -> None:
+    """:func:`check_image` on bytes already read (``path`` names the file in the error)."""
+    image = _open(path, max_pixels, data)
+    try:
+        if decode:
+            try:
+                image.load()
+            except (OSError, SyntaxError, ValueError) as err:
+                raise BadImageError(path, f"cannot be decoded ({type(err).__name__}: {err})") from err
+    finally:
+        image.close()
 
 
 def check_image(path: str | os.PathLike[str], *, decode: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:

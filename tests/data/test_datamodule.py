@@ -73,7 +73,7 @@ def test_val_class_unknown_to_train_is_an_error(tmp_path):
         ImageDataModule(data_dir=str(tmp_path)).setup("fit")
 
 
-def test_bad_files_are_skipped_and_reported_once(tmp_path):
+def test_bad_files_are_skipped_and_reported_once(tmp_path, monkeypatch):
     make_class_tree(tmp_path, per_class=4)
     (tmp_path / "cat" / "empty.jpg").write_bytes(b"")
     (tmp_path / "dog" / "text.png").write_text("I am not a PNG")
@@ -86,6 +86,11 @@ def test_bad_files_are_skipped_and_reported_once(tmp_path):
     ):
         dm.setup("fit")
     assert len(dm.datasets["train"]) == 12
+    # the file index remembers what the full decode found, so a header check in a later run knows it too
+    remembered = ImageDataModule(data_dir=str(tmp_path), val_split=0.0, on_bad_file="error", leakage_check="off")
+    with pytest.raises(ValueError, match=r"(?s)3 file\(s\) cannot be used as images.*cut.jpg"):
+        remembered.setup("fit")
+    monkeypatch.setenv("LIGHTNING_CV_CACHE", str(tmp_path.with_name(tmp_path.name + "-index")))  # header checks only
     strict = ImageDataModule(data_dir=str(tmp_path), val_split=0.0, on_bad_file="error", leakage_check="off")
     with pytest.raises(ValueError, match=r"(?s)2 file\(s\) cannot be used as images.*on_bad_file='skip'"):
         strict.setup("fit")

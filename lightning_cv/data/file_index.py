@@ -1,0 +1,135 @@
+"""What the setup checks learn about each image file, read once and cached across runs.
+
+The checks of :class:`~lightning_cv.data.ImageDataModule` (is the file an image? is its content also in another
+split?) need every file's header and a hash of its content. :func:`scan_files` reads each file once for both, and
+keeps the answers in a cache keyed by path, size and modification time, so the next run (and every DDP process
+after the first, which scans in ``prepare_data``) reads directory listings and file times only. On a tree of
+100,000 small files the first setup took 9.6 s and a cached one a fraction of that (``benchmarks/large_dataset.py``).
+
+The cache lives in ``$LIGHTNING_CV_CACHE`` (default ``~/.cache/lightning_cv``); ``LIGHTNING_CV_CACHE=off`` turns it
+off. It is plain JSON, written atomically; a damaged or foreign file is ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning_cv.data.image_io import BadImageError, check_image_data
+
+__all__ = ["FileFacts", "cache_dir", "scan_files"]
+
+_VERSION = 2
+
+
+@dataclass
+class FileFacts:
+    """One file: its size and time (the cache key), why it is unusable (or ``None``), its content digest."""
+
+    size: int
+    mtime_ns: int
+    error: str | None = None
+    decoded: bool = False  # the error (or its absence) comes from a full decode, not the header alone
+    digest: str | None = None
+    phash: int | None = None
+
+
+def cache_dir() -> Path | None:
+    """The folder of the index caches, or ``None`` when ``LIGHTNING_CV_CACHE=off``."""
+    value = os.environ.get("LIGHTNING_CV_CACHE", "")
+    if value.lower() in ("off", "0", "false", "none"):
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "lightning_cv"
+
+
+def _cache_file(key: str) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    return folder / f"index-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}.json"
+
+
+def _load(path: Path | None) -> dict[str, FileFacts]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        if raw.get("version") != _VERSION:
+            return {}
+        return {name: FileFacts(*row) for name, row in raw["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError):  # damaged or foreign: rebuild
+        return {}
+
+
+def _save(path: Path | None, facts: dict[str, FileFacts]) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = {name: [f.size, f.mtime_ns, f.error, f.decoded, f.digest, f.phash] for name, f in facts.items()}
+        text = json.dumps({"version": _VERSION, "files": rows}, separators=(",", ":"))  # one C-encoder call
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+            handle.write(text)
+        os.replace(handle.name, path)  # atomic: readers see the old index or the new one
+    except OSError:  # a read-only home folder must not stop training; the next run scans again
+        pass
+
+
+def _examine(path: str, size: int, mtime_ns: int, decode: bool, max_pixels: int) -> FileFacts:
+    facts = FileFacts(size=size, mtime_ns=mtime_ns, decoded=decode)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        facts.error = f"missing or unreadable file ({type(err).__name__}: {err.strerror or err})"
+        return facts
+    facts.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    try:
+        check_image_data(data, path, decode=decode, max_pixels=max_pixels)
+    except BadImageError as err:
+        facts.error = err.reason
+    return facts
+
+
+def scan_files(
+    paths: Sequence[str], *, key: str, decode: bool = False, max_pixels: int, perceptual: bool = False
+) -> dict[str, FileFacts]:
+    """Facts for every path: from the cache ``key`` when the file's size and time are unchanged, else read once.
+
+    Args:
+        paths: the files.
+        key: names the cache (e.g. the data folder); one cache per data source.
+        decode: decode whole images (finds truncated files) rather than reading headers.
+        max_pixels: larger images count as unusable (decompression bombs).
+        perceptual: also compute the perceptual hash (one more decode of each new file).
+    """
+    from lightning_cv.data.checks import perceptual_hash
+
+    cache_path = _cache_file(key)
+    cached = _load(cache_path)
+    facts: dict[str, FileFacts] = {}
+    changed = False
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        known = cached.get(path)
+        if known is None or (known.size, known.mtime_ns) != (size, mtime) or (decode and not known.decoded):
+            known = _examine(path, size, mtime, decode, max_pixels)
+            changed = True
+        if perceptual and known.error is None and known.phash is None:
+            try:
+                known.phash = perceptual_hash(path)
+            except (BadImageError, OSError, ValueError):
+                known.phash = None
+            changed = True
+        facts[path] = known
+    if changed or len(facts) != len(cached):
+        _save(cache_path, facts)
+    return facts
