@@ -193,7 +193,15 @@ class LightningCVCLI(LightningCLI):
             return
         cfg = self.config[sub]
         ckpt = cfg.get("ckpt_path")
-        if ckpt in ("best", "last"):
+        if ckpt == "last" and sub == "fit":
+            # a requeued job runs the same command every time: the first start has nothing to resume yet
+            try:
+                cfg.ckpt_path = ckpt = find_checkpoint(ckpt, _checkpoint_root(cfg))
+                rank_zero_info(f"--ckpt_path resolved to {ckpt}")
+            except FileNotFoundError:
+                cfg.ckpt_path = ckpt = None
+                rank_zero_info("--ckpt_path last: no checkpoint yet, training starts from the beginning.")
+        elif ckpt in ("best", "last"):
             cfg.ckpt_path = ckpt = find_checkpoint(ckpt, _checkpoint_root(cfg))
             rank_zero_info(f"--ckpt_path resolved to {ckpt}")
         if ckpt:

@@ -205,3 +205,13 @@ def test_callbacks_from_the_command_line(in_tmp):
 
     ema = next(c for c in cli.trainer.callbacks if isinstance(c, EMA))
     assert ema.decay == 0.9 and ema.num_updates == 3
+
+
+def test_fit_with_ckpt_path_last_starts_fresh_then_resumes(in_tmp):
+    # the same command on every start of a requeued job: nothing to resume the first time
+    first = fit("--ckpt_path=last", "--trainer.max_epochs=1")
+    assert first.trainer.global_step == 3
+    second = fit("--ckpt_path=last", "--trainer.max_epochs=2")
+    assert second.trainer.global_step == 6  # continued from the first run's last checkpoint
+    with pytest.raises(FileNotFoundError, match="No best checkpoint found"):
+        LightningCVCLI(args=["test", *TINY, "--ckpt_path=best", "--checkpoint.dirpath=elsewhere"])

@@ -93,8 +93,8 @@ class PreemptionCheckpoint(Callback):
     On SIGTERM Lightning finishes the current batch on every process and stops; this callback then writes the
     checkpoint (on every rank, as Lightning's saving requires; rank zero writes the file). Training resumed from it
     continues with the next batch, exactly as if it had not stopped. After an exception the checkpoint holds the
-    state before the failing batch: resuming skips that batch. Nothing is written when the exception happened
-    before training started (setup errors) or during validation sanity checks.
+    state before the failing batch: resuming skips that batch. Nothing is written before the first optimizer step
+    (setup errors, the validation sanity check): there is nothing to lose yet.
 
     Args:
         dirpath: folder; defaults to the run's ``checkpoints/`` folder.
@@ -121,8 +121,8 @@ class PreemptionCheckpoint(Callback):
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn != "fit" or trainer.sanity_checking or not trainer.training:
-            return
+        if trainer.state.fn != "fit" or trainer.sanity_checking or trainer.global_step == 0:
+            return  # nothing trained yet (setup errors, the sanity check, the first batch): nothing to save
         preempted = isinstance(exception, SIGTERMException) or trainer.received_sigterm
         if not preempted and not self.save_on_exception:
             return

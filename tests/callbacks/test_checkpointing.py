@@ -1,0 +1,79 @@
+"""PeriodicCheckpoint and PreemptionCheckpoint in a plain Lightning project, and `--ckpt_path last` resolution."""
+
+import os
+import time
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from lightning_cv import ImageClassifier
+from lightning_cv.callbacks import PeriodicCheckpoint, PreemptionCheckpoint
+from lightning_cv.cli import find_checkpoint
+from tests.conftest import make_loader, tiny_kwargs, tiny_trainer
+
+
+class FailAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("out of memory (simulated)")
+
+
+def test_an_exception_mid_training_leaves_a_loadable_checkpoint(tmp_path):
+    preemption = PreemptionCheckpoint(dirpath=tmp_path / "ckpts")
+    trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[preemption, FailAt(step=3)])
+    with pytest.raises(RuntimeError, match="simulated"):
+        trainer.fit(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), make_loader(num_samples=32))
+    saved = torch.load(tmp_path / "ckpts" / "interrupted.ckpt", weights_only=True)
+    assert saved["global_step"] == 3 and preemption.saved_path.endswith("interrupted.ckpt")
+    resumed = ImageClassifier.load_from_checkpoint(tmp_path / "ckpts" / "interrupted.ckpt", weights_only=True)
+    assert resumed.hparams["backbone"] == "test_resnet"
+
+
+class FailAtStart(Callback):
+    def on_fit_start(self, trainer, pl_module):
+        raise ValueError("bad configuration (simulated)")
+
+
+def test_nothing_is_saved_for_errors_outside_training(tmp_path):
+    preemption = PreemptionCheckpoint(dirpath=tmp_path / "ckpts")
+    trainer = tiny_trainer(tmp_path, callbacks=[preemption, FailAtStart()])
+    with pytest.raises(ValueError, match="simulated"):
+        trainer.fit(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), make_loader())
+    assert not (tmp_path / "ckpts").exists() and preemption.saved_path is None
+
+
+def test_periodic_checkpoints_every_n_steps_with_a_cap(tmp_path):
+    periodic = PeriodicCheckpoint(every_n_steps=2, keep=2, dirpath=tmp_path / "p")
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[periodic], enable_checkpointing=True)
+    trainer.fit(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), make_loader(num_samples=48))
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["step-00000010.ckpt", "step-00000012.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of `every_n_steps` and `every_minutes`"),
+        ({"every_n_steps": 2, "every_minutes": 1.0}, "exactly one of"),
+        ({"every_n_steps": 0}, "`every_n_steps` >= 1"),
+        ({"every_minutes": -1.0}, "`every_minutes` > 0"),
+        ({"every_n_steps": 5, "keep": 0}, "`keep` >= 1"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PeriodicCheckpoint(**kwargs)
+
+
+def test_last_means_the_newest_state_of_training(tmp_path):
+    for name in ("last.ckpt", "step-00000040.ckpt", "interrupted.ckpt", "best-epoch=001-val_acc=0.5.ckpt"):
+        (tmp_path / name).write_bytes(b"x")
+    now = time.time()
+    os.utime(tmp_path / "last.ckpt", (now - 30, now - 30))
+    os.utime(tmp_path / "interrupted.ckpt", (now - 20, now - 20))
+    os.utime(tmp_path / "step-00000040.ckpt", (now - 10, now - 10))
+    assert find_checkpoint("last", tmp_path).endswith("step-00000040.ckpt")
+    assert find_checkpoint("best", tmp_path).endswith("best-epoch=001-val_acc=0.5.ckpt")
