@@ -113,7 +113,7 @@ def test_worker_count_does_not_change_training(reference):
     ("workers", "resume_from"),
     [
         (0, "step-00000003.ckpt"),  # mid-epoch, during warmup, backbone partly frozen
-        (0, f"step-{STEPS_PER_EPOCH:08d}.ckpt"),  # after the epoch's last batch, before its validation
+        (0, f"step-{STEPS_PER_EPOCH - 1:08d}.ckpt"),  # one batch before the epoch's end
         (2, "best-000-*.ckpt"),  # at the epoch boundary, after validation
         (2, f"step-{STEPS_PER_EPOCH + 4:08d}.ckpt"),  # mid-epoch after the unfreeze, with worker processes
     ],
@@ -185,8 +185,8 @@ def test_periodic_checkpoints_are_capped(tmp_path):
         [*fit_args(tmp_path / "ckpts", mixing=False), "--checkpoint_keep=2", "--trainer.max_epochs=1"], cwd=tmp_path
     )
     assert sorted(p.name for p in (tmp_path / "ckpts").glob("step-*.ckpt")) == [
-        f"step-{STEPS_PER_EPOCH - 1:08d}.ckpt",
-        f"step-{STEPS_PER_EPOCH:08d}.ckpt",
+        f"step-{STEPS_PER_EPOCH - 2:08d}.ckpt",
+        f"step-{STEPS_PER_EPOCH - 1:08d}.ckpt",  # not the last batch: the epoch-end checkpoint follows validation
     ]
 
 
@@ -241,4 +241,4 @@ def test_resume_under_ddp_is_bitwise_exact(ddp_reference, tmp_path):
     run_cli([*ddp_args(tmp_path / "ckpts", 2, tmp_path / "logs"), f"--ckpt_path={source}"], cwd=tmp_path, timeout=600)
     assert_same_training(final_state(tmp_path / "ckpts"), final_state(ddp_reference / "ckpts"), steps=9)
     # files are written once, by rank zero: one checkpoint per step and epoch, one metrics file
-    assert len(list((ddp_reference / "ckpts").glob("step-*.ckpt"))) == 9
+    assert len(list((ddp_reference / "ckpts").glob("step-*.ckpt"))) == 6  # not at the 3 epochs' last batches

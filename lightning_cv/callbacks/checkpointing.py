@@ -32,7 +32,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
     """Save ``step-<global step>.ckpt`` every ``every_n_steps`` optimizer steps or ``every_minutes`` minutes.
 
     The newest ``keep`` files are kept, older ones deleted. They hold everything a resume needs, down to the
-    position inside the epoch (with :class:`~lightning_cv.data.ImageDataModule`).
+    position inside the epoch (with :class:`~lightning_cv.data.ImageDataModule`). Saves wait for the end of a
+    gradient-accumulation window, and skip an epoch's last batch (the epoch-end checkpoint comes after validation).
 
     Args:
         every_n_steps: save every this many optimizer steps.
@@ -79,6 +80,17 @@ class PeriodicCheckpoint(ModelCheckpoint):
         return f"PeriodicCheckpoint{{every_n_steps={self.every_n_steps}, every_minutes={self.every_minutes}}}"
 
     @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        last = batch_idx + 1 >= trainer.num_training_batches
+        if last or (batch_idx + 1) % trainer.accumulate_grad_batches:
+            # inside a gradient-accumulation window the summed gradients are not in a checkpoint; at the epoch's
+            # last batch the epoch-end checkpoint follows, after validation (a resume from here would skip it)
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    @override
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero and self.dirpath is not None:
@@ -123,6 +135,15 @@ class PreemptionCheckpoint(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != "fit" or trainer.sanity_checking or trainer.global_step == 0:
             return  # nothing trained yet (setup errors, the sanity check, the first batch): nothing to save
+        epoch = trainer.fit_loop.epoch_progress.current
+        if epoch.ready > getattr(epoch, "started", epoch.ready):  # stopped in on_train_epoch_start
+            # Nothing has trained since the epoch-end checkpoint, and Lightning cannot resume a checkpoint taken
+            # between an epoch's start and its first batch (its batch counter still holds the last epoch's count).
+            rank_zero_info(
+                f"Training stopped between epochs at step {trainer.global_step}: nothing to add to the epoch-end "
+                "checkpoint. Resume with `--ckpt_path last`."
+            )
+            return
         preempted = isinstance(exception, SIGTERMException) or trainer.received_sigterm
         if not preempted and not self.save_on_exception:
             return

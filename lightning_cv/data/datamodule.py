@@ -651,7 +651,8 @@ class ImageDataModule(LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
         if trainer is not None and trainer.training and self._train_loader is not None:
-            self._train_loader.mark_batch()  # the position in the epoch that checkpoints record
+            # the position in the epoch that checkpoints record, and where the Trainer ends the epoch
+            self._train_loader.mark_batch(trainer.num_training_batches)
         if trainer is None or not trainer.training or self._mixer is None or not self._mixer.enabled:
             return batch
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:  # e.g. the model summary's example input
@@ -674,10 +675,6 @@ class ImageDataModule(LightningDataModule):
         return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = state_dict.get("train_loader")
-        if state is None:
-            return
-        if self._train_loader is not None:
-            self._train_loader.load_state_dict(state)
-        else:
-            self._train_loader_state = state
+        # kept for the next training loader, which Lightning creates after this (also for a second `fit` with
+        # this data module); a loader from an earlier run must not take it
+        self._train_loader_state = state_dict.get("train_loader")

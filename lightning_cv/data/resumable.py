@@ -67,8 +67,11 @@ class ResumableSampler(DistributedSampler):
         super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
         self.num_items = num_items
         self.weights = torch.as_tensor(weights, dtype=torch.double) if weights is not None else None
-        if self.weights is not None and (len(self.weights) != num_items or bool((self.weights < 0).any())):
-            raise ValueError(f"Expected {num_items} non-negative `weights`, but got {len(self.weights)}.")
+        if self.weights is not None:
+            if len(self.weights) != num_items:
+                raise ValueError(f"Expected {num_items} `weights` (one per item), but got {len(self.weights)}.")
+            if bool((self.weights < 0).any()) or not bool((self.weights > 0).any()):
+                raise ValueError("Expected non-negative `weights` with at least one above 0.")
         self.num_samples = math.ceil(num_items / num_replicas)
         self.total_size = self.num_samples * num_replicas
         self._skip = 0  # items of this rank to leave out at the start of the next iteration (a resume)
@@ -82,8 +85,8 @@ class ResumableSampler(DistributedSampler):
             order = torch.randperm(self.num_items, generator=generator).tolist()
         else:
             order = list(range(self.num_items))
-        order += order[: self.total_size - len(order)]  # pad so every rank gets as many items (DistributedSampler)
-        return order
+        repeats = math.ceil(self.total_size / len(order))  # pad so every rank gets as many items (DistributedSampler)
+        return (order * repeats)[: self.total_size]
 
     def skip(self, count: int) -> None:
         """Leave out this rank's first ``count`` items in the next iteration (once)."""
@@ -172,16 +175,24 @@ class ResumableDataLoader(DataLoader):
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.resumable_sampler = sampler
         self._taken = 0
+        self._taken_epoch = sampler.epoch  # the epoch the count belongs to (set_epoch runs before the first batch)
         self._resume: tuple[int, int] | None = None
+        self._epoch_end: int | float = float("inf")
 
     @property
     def batches_taken(self) -> int:
         """Training batches taken so far in this epoch."""
         return self._taken
 
-    def mark_batch(self) -> None:
-        """Count one batch as taken by the training loop."""
+    def mark_batch(self, batches_per_epoch: int | float | None = None) -> None:
+        """Count one batch as taken by the training loop.
+
+        ``batches_per_epoch`` is where the Trainer ends the epoch (``trainer.num_training_batches``, fewer than
+        ``len(self)`` with ``limit_train_batches``): a position there means the next epoch starts afresh.
+        """
         self._taken += 1
+        if batches_per_epoch is not None:
+            self._epoch_end = batches_per_epoch
 
     def __iter__(self) -> Any:
         # The real iterator (and its worker processes, which read the sampler ahead) starts at the first batch:
@@ -198,10 +209,13 @@ class ResumableDataLoader(DataLoader):
             self._taken = taken
         else:
             self._taken = 0
+        self._taken_epoch = sampler.epoch
         return DataLoader.__iter__(self)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.resumable_sampler.epoch, "batches": self._taken}
+        if self._taken >= min(len(self), self._epoch_end):  # complete: resume at the start of the next epoch
+            return {"epoch": self._taken_epoch + 1, "batches": 0}
+        return {"epoch": self._taken_epoch, "batches": self._taken}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         epoch, taken = int(state_dict["epoch"]), int(state_dict["batches"])

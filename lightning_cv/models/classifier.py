@@ -32,6 +32,7 @@ __all__ = ["ImageClassifier"]
 
 _CKPT_KEY = "lightning_cv"
 _RNG_KEY = "lightning_cv_rng"
+_GRADS_KEY = "lightning_cv_accumulated_grads"
 
 
 class ImageClassifier(LightningModule):
@@ -155,6 +156,7 @@ class ImageClassifier(LightningModule):
         self._num_frozen = 0
         self.set_frozen_groups(self._initial_frozen or 0)
         self._rng_to_restore: dict[str, Any] | None = None
+        self._grads_to_restore: dict[str, Tensor] | None = None
 
         self.val_metrics = build_metrics(num_classes, top_k=top_k, calibration_bins=calibration_bins, prefix="val_")
         self.test_metrics = self.val_metrics.clone(prefix="test_")
@@ -257,6 +259,11 @@ class ImageClassifier(LightningModule):
         if self._rng_to_restore is not None:
             restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self._grads_to_restore is not None:
+            for name, param in self.named_parameters():
+                if name in self._grads_to_restore:
+                    param.grad = self._grads_to_restore[name].to(param.device, param.dtype)
+            self._grads_to_restore = None
 
     def _sync_lr_with_schedule(self) -> None:
         """After a resume, set each group's LR from the schedule at the restored step.
@@ -288,6 +295,11 @@ class ImageClassifier(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[_CKPT_KEY] = {"initial_frozen": self._initial_frozen, "num_frozen": self._num_frozen}
         checkpoint[_RNG_KEY] = capture_rng_state()  # dropout and drop-path draw on: resume continues the stream
+        grads = {name: p.grad.detach().cpu() for name, p in self.named_parameters() if p.grad is not None}
+        if grads:
+            # saved inside a gradient-accumulation window (after an optimizer step they are None): the gradients
+            # summed so far belong to the resumed run's next step
+            checkpoint[_GRADS_KEY] = grads
         hparams = checkpoint.get("hyper_parameters")
         if isinstance(hparams, dict) and "pretrained" in hparams:
             # The weights are in the state dict: rebuilding from the checkpoint must not download or read a file.
@@ -302,6 +314,8 @@ class ImageClassifier(LightningModule):
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
         if fitting and isinstance(checkpoint.get(_RNG_KEY), dict):
             self._rng_to_restore = checkpoint[_RNG_KEY]  # applied in on_train_start, after the loaders start
+        if fitting and isinstance(checkpoint.get(_GRADS_KEY), dict):
+            self._grads_to_restore = checkpoint[_GRADS_KEY]
         state = checkpoint.get(_CKPT_KEY)
         if isinstance(state, dict):
             if state.get("initial_frozen") is not None:

@@ -50,7 +50,7 @@ def test_periodic_checkpoints_every_n_steps_with_a_cap(tmp_path):
     periodic = PeriodicCheckpoint(every_n_steps=2, keep=2, dirpath=tmp_path / "p")
     trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[periodic], enable_checkpointing=True)
     trainer.fit(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), make_loader(num_samples=48))
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["step-00000010.ckpt", "step-00000012.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["step-00000008.ckpt", "step-00000010.ckpt"]
 
 
 @pytest.mark.parametrize(

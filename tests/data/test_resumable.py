@@ -62,8 +62,17 @@ def test_bad_arguments():
         ResumableSampler(0)
     with pytest.raises(ValueError, match="Expected 0 <= rank < num_replicas"):
         ResumableSampler(5, num_replicas=2, rank=2)
-    with pytest.raises(ValueError, match="Expected 5 non-negative `weights`"):
+    with pytest.raises(ValueError, match="non-negative `weights` with at least one above 0"):
         ResumableSampler(5, weights=[1.0, -1.0, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="non-negative `weights` with at least one above 0"):
+        ResumableSampler(2, weights=[0.0, 0.0])
+    with pytest.raises(ValueError, match="Expected 5 `weights` \\(one per item\\), but got 2"):
+        ResumableSampler(5, weights=[1.0, 1.0])
+
+
+def test_fewer_items_than_ranks_still_gives_every_rank_its_share():
+    shares = [list(ResumableSampler(1, num_replicas=4, rank=r)) for r in range(4)]
+    assert [len(s) for s in shares] == [1, 1, 1, 1]  # no rank waits for a batch that never comes
 
 
 class RandomItems(Dataset):
