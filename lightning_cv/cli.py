@@ -97,8 +97,12 @@ def find_checkpoint(kind: str, root: str | os.PathLike[str]) -> str:
     The newest state is whichever was written last of ``last.ckpt`` (epoch ends), ``step-*.ckpt`` (periodic
     checkpoints) and ``interrupted.ckpt`` (preemption or a crash).
     """
+    import zipfile
+
     patterns = ["best-*.ckpt"] if kind == "best" else ["last*.ckpt", "step-*.ckpt", "interrupted*.ckpt"]
     found = [p for pattern in patterns for p in Path(root).rglob(pattern)] if Path(root).is_dir() else []
+    # a node that died mid-write can leave an empty or cut file: take the newest complete one
+    found = [p for p in found if zipfile.is_zipfile(p)]
     found.sort(key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(

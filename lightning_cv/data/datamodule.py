@@ -354,6 +354,7 @@ class ImageDataModule(LightningDataModule):
             key=key,
             decode=hp.image_check == "decode",
             max_pixels=hp.max_image_pixels,
+            digest=hp.leakage_check != "off" and len(self._records) > 1,
             perceptual=hp.leakage_check == "perceptual",
         )
         return self._facts
@@ -520,7 +521,8 @@ class ImageDataModule(LightningDataModule):
         hp = self._hp
         facts = self._scan_files() if self._checks_wanted() else {}
         if hp.image_check != "none":
-            bad = [BadImageError(path, f.error) for path, f in facts.items() if f.error is not None]
+            problems = {path: f.problem(hp.max_image_pixels) for path, f in facts.items()}
+            bad = [BadImageError(path, reason) for path, reason in problems.items() if reason is not None]
             if bad:
                 listing = "\n".join(f"  {err.path}: {err.reason}" for err in bad[:50])
                 more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""

@@ -124,19 +124,6 @@ def load_image(
         raise BadImageError(path, f"cannot be decoded ({type(err).__name__}: {err})") from err
 
 
-def check_image_data(data: bytes, path: str | os.PathLike[str], *, decode: bool, max_pixels: int) -> None:
-    """:func:`check_image` on bytes already read (``path`` names the file in the error)."""
-    image = _open(path, max_pixels, data)
-    try:
-        if decode:
-            try:
-                image.load()
-            except (OSError, SyntaxError, ValueError) as err:
-                raise BadImageError(path, f"cannot be decoded ({type(err).__name__}: {err})") from err
-    finally:
-        image.close()
-
-
 def check_image(path: str | os.PathLike[str], *, decode: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Raise :class:`BadImageError` when ``path`` is not a usable image.
 

@@ -68,9 +68,10 @@ def test_bad_arguments(kwargs, message):
         PeriodicCheckpoint(**kwargs)
 
 
-def test_last_means_the_newest_state_of_training(tmp_path):
+def test_last_means_the_newest_complete_state_of_training(tmp_path):
     for name in ("last.ckpt", "step-00000040.ckpt", "interrupted.ckpt", "best-epoch=001-val_acc=0.5.ckpt"):
-        (tmp_path / name).write_bytes(b"x")
+        torch.save({"name": name}, tmp_path / name)
+    (tmp_path / "step-00000050.ckpt").write_bytes(b"")  # cut short when its node died: skipped
     now = time.time()
     os.utime(tmp_path / "last.ckpt", (now - 30, now - 30))
     os.utime(tmp_path / "interrupted.ckpt", (now - 20, now - 20))

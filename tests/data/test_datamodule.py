@@ -349,6 +349,7 @@ def test_class_order_mismatch_is_refused(tmp_path):
 def test_mixes_are_a_function_of_seed_rank_epoch_and_batch():
     class FakeTrainer:
         training, world_size, global_step, lightning_module, accelerator = True, 2, 0, None, None
+        num_training_batches = float("inf")
 
         def __init__(self, rank):
             self.global_rank = rank
