@@ -10,13 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lightning_cv.data.image_io import BadImageError, check_image, load_image
+from lightning_cv.data.image_io import BadImageError, load_image
 
 __all__ = [
     "ClassBalance",
     "Duplicate",
     "class_balance",
-    "find_bad_images",
     "find_leaks",
     "perceptual_hash",
 ]
@@ -42,17 +41,6 @@ class ClassBalance:
 def class_balance(labels: Iterable[int], class_names: Sequence[str]) -> ClassBalance:
     counts = np.bincount(np.fromiter(labels, dtype=np.int64), minlength=len(class_names))
     return ClassBalance({name: int(c) for name, c in zip(class_names, counts, strict=True)})
-
-
-def find_bad_images(paths: Sequence[str], *, decode: bool, max_pixels: int) -> list[BadImageError]:
-    """The files among ``paths`` that are not usable images (header check, or full decode with ``decode``)."""
-    bad = []
-    for path in paths:
-        try:
-            check_image(path, decode=decode, max_pixels=max_pixels)
-        except BadImageError as err:
-            bad.append(err)
-    return bad
 
 
 @dataclass(frozen=True)

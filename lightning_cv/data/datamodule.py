@@ -625,7 +625,7 @@ class ImageDataModule(LightningDataModule):
         sampler = ResumableSampler(
             len(dataset),  # type: ignore[arg-type]
             num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
+            rank=rank,
             seed=self._hp.seed,
             weights=self._balanced_weights(split) if self._hp.balanced_sampler else None,
         )
