@@ -317,6 +317,7 @@ def main(args: list[str] | None = None) -> int:
 
             return run_command(argv[0], argv[1:])
         LightningCVCLI(args=args)
+        _close_process_group()
     except SIGTERMException:
         # PreemptionCheckpoint has saved the run; a non-zero status tells the scheduler to start it again
         print("lightning-cv: stopped by SIGTERM; resume with `--ckpt_path last`.", file=sys.stderr)
@@ -327,6 +328,14 @@ def main(args: list[str] | None = None) -> int:
         print(f"lightning-cv: error: {err}\n(set LIGHTNING_CV_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+def _close_process_group() -> None:
+    """Leave the DDP process group before the interpreter exits (gloo can abort when it is torn down at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _console_main() -> None:

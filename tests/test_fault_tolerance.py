@@ -69,7 +69,15 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    # torch 2.14 + gloo: a DDP process sometimes aborts while the interpreter exits, after training finished (the
+    # same known abort tests/conftest.py::run_spawned forgives); the callers check the final checkpoint anyway
+    gloo_exit_abort = (
+        result.returncode == -signal.SIGABRT
+        and "terminate called without an active exception" in output
+        and "`Trainer.fit` stopped" in output
+    )
+    assert result.returncode == 0 or gloo_exit_abort, output[-3000:]
     return result
 
 
