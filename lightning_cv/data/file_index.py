@@ -4,7 +4,7 @@ The checks of :class:`~lightning_cv.data.ImageDataModule` (is the file an image?
 split?) need every file's header and a hash of its content. :func:`scan_files` reads each file once for both, and
 keeps the answers in a cache keyed by path, size and modification time, so the next run (and every DDP process
 after the first, which scans in ``prepare_data``) reads directory listings and file times only. On a tree of
-100,000 small files the first setup took 9.6 s and a cached one a fraction of that (``benchmarks/large_dataset.py``).
+100,000 small files the first setup took 11.2 s and a cached one 3.3 s (``benchmarks/large_dataset.py``).
 
 The cache lives in ``$LIGHTNING_CV_CACHE`` (default ``~/.cache/lightning_cv``); ``LIGHTNING_CV_CACHE=off`` turns it
 off. It is plain JSON, written atomically; a damaged or foreign file is ignored and rebuilt.

@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ class _Runner:
     run: Callable[[np.ndarray], np.ndarray]
     size_bytes: int
     notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

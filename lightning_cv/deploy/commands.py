@@ -39,13 +39,20 @@ def _load(ckpt_path: str) -> tuple[Any, dict[str, Any]]:
     return model, dict(meta.get("datamodule_hyper_parameters") or {})
 
 
-def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) -> Any:
-    """The checkpoint's data settings with the command line's ``--data.*`` on top, set up for evaluation."""
+def _data_keys() -> set[str]:
+    """The constructor arguments of ImageDataModule: what ``--data.*`` may set."""
     import inspect
 
     from lightning_cv.data.datamodule import ImageDataModule
 
-    known = set(inspect.signature(ImageDataModule.__init__).parameters) - {"self"}
+    return set(inspect.signature(ImageDataModule.__init__).parameters) - {"self"}
+
+
+def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """The checkpoint's data settings with the command line's ``--data.*`` on top, set up for evaluation."""
+    from lightning_cv.data.datamodule import ImageDataModule
+
+    known = _data_keys()
     settings = {k: v for k, v in {**data_hp, **overrides}.items() if k in known}  # not LightningCLI's _class_path
     for key in ("image_size", "mean", "std", "interpolation", "crop_pct"):
         if settings.get(key) is None and model.data_config.get(key if key != "image_size" else "input_size"):
@@ -199,19 +206,14 @@ def _split_data_args(args: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 
 def _check_data_keys(data: dict[str, Any]) -> None:
-    import inspect
-
-    from lightning_cv.data.datamodule import ImageDataModule
-
-    known = set(inspect.signature(ImageDataModule.__init__).parameters) - {"self"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - _data_keys())
     if unknown:
         raise ValueError(f"Unknown data option(s) {', '.join('--data.' + k for k in unknown)}; see ImageDataModule.")
 
 
 # ---------------------------------------------------------------------------------------------------- commands
 def _export(ns: argparse.Namespace, data_args: dict[str, Any]) -> int:
-    from lightning_cv.deploy.onnx import export_onnx
+    from lightning_cv.deploy.onnx import export_onnx, write_metadata
     from lightning_cv.deploy.quantize import quantize_onnx
 
     output = Path(ns.output)
@@ -282,20 +284,9 @@ def _export(ns: argparse.Namespace, data_args: dict[str, Any]) -> int:
         fp32_acc = _onnx_accuracy(str(fp32_path), loader, ns.input_format, mean, std)
         int8_acc = _onnx_accuracy(str(output), loader, ns.input_format, mean, std)
         print(f"  fp32: {fp32_acc:.2%}   INT8: {int8_acc:.2%}   change: {100 * (int8_acc - fp32_acc):+.2f} points")
-    _add_metadata(output, {**report.metadata, "quantization": result.mode})
+    write_metadata(output, {**report.metadata, "quantization": result.mode})
     print(f"Wrote {output}")
     return 0
-
-
-def _add_metadata(path: Path, meta: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
 
 
 def _benchmark(ns: argparse.Namespace, data_args: dict[str, Any]) -> int:
@@ -401,7 +392,7 @@ def _explain(ns: argparse.Namespace, data_args: dict[str, Any]) -> int:
         rollout=False if ns.no_rollout else None,
         max_images=ns.max_images,
     )
-    print(report.summary() if hasattr(report, "summary") else report)
+    print(report.summary())
     return 0
 
 

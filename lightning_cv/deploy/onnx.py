@@ -20,7 +20,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_OPSET", "INPUT_FORMATS", "ExportError", "ExportReport", "check_onnx", "export_onnx"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "INPUT_FORMATS",
+    "ExportError",
+    "ExportReport",
+    "check_onnx",
+    "export_onnx",
+    "write_metadata",
+]
 
 #: what the exported file takes as input: float images normalised as in training, or raw uint8 RGB pixels
 #: (N, C, H, W) or (N, H, W, C) with the normalisation baked into the graph
@@ -82,6 +90,20 @@ def _failing_op(err: BaseException) -> str:
     return ""
 
 
+def write_metadata(path: str | os.PathLike[str], metadata: Mapping[str, str]) -> None:
+    """Replace the ONNX file's metadata with ``metadata``; one self-contained file unless past protobuf's 2 GB."""
+    import onnx
+
+    target = Path(path)
+    proto = onnx.load(str(target))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    large = proto.ByteSize() > 2_000_000_000
+    onnx.save(proto, str(target), save_as_external_data=large, location=f"{target.name}.data" if large else None)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -113,7 +135,6 @@ def export_onnx(
     Raises:
         ExportError: naming the operator that failed to export, or the difference the check found.
     """
-    import onnx
 
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"Expected `input_format` to be one of {INPUT_FORMATS}, but got {input_format!r}.")
@@ -160,14 +181,7 @@ def export_onnx(
     meta = {"output": output_name, "softmax": str(softmax).lower(), "opset": str(opset), "input_format": input_format}
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    proto = onnx.load(str(target))
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    # one self-contained file unless the weights pass protobuf's 2 GB limit
-    large = proto.ByteSize() > 2_000_000_000
-    onnx.save(proto, str(target), save_as_external_data=large, location=f"{target.name}.data" if large else None)
+    write_metadata(target, meta)
     report = ExportReport(path=str(target), opset=opset, softmax=softmax, metadata=meta)
     if check:
         report.max_abs_diff = check_onnx(net, target, example, batch_sizes=check_batch_sizes, atol=atol)

@@ -78,3 +78,13 @@ def test_last_means_the_newest_complete_state_of_training(tmp_path):
     os.utime(tmp_path / "step-00000040.ckpt", (now - 10, now - 10))
     assert find_checkpoint("last", tmp_path).endswith("step-00000040.ckpt")
     assert find_checkpoint("best", tmp_path).endswith("best-epoch=001-val_acc=0.5.ckpt")
+
+
+def test_periodic_checkpoints_by_time_wait_for_accumulation_windows(tmp_path):
+    periodic = PeriodicCheckpoint(every_minutes=1e-6, keep=10, dirpath=tmp_path / "p")  # due at every batch
+    trainer = tiny_trainer(
+        tmp_path, max_epochs=1, callbacks=[periodic], enable_checkpointing=True, accumulate_grad_batches=2
+    )
+    trainer.fit(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), make_loader(num_samples=48))
+    # 6 batches = 3 optimizer steps: saved after steps 1 and 2 (window ends), not mid-window nor at the last batch
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["step-00000001.ckpt", "step-00000002.ckpt"]
