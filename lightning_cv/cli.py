@@ -7,13 +7,16 @@ the data to the model, the input size, mean, std and crop from the model (or its
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -25,11 +28,11 @@ from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.data.datamodule import DEFAULT_DATA_CONFIG, ImageDataModule
 from lightning_cv.deploy.onnx import ExportError
+from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, plain_hparams, read_checkpoint
 from lightning_cv.models.classifier import ImageClassifier
 
-__all__ = ["LightningCVCLI", "main"]
+__all__ = ["LightningCVCLI", "find_checkpoint", "main"]
 
-RUNS_DIR = "runs"
 #: subcommands outside LightningCLI's fit/validate/test/predict (see lightning_cv.deploy.commands)
 DEPLOY_COMMANDS = ("export", "benchmark", "explain")
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -48,6 +51,32 @@ class ShortErrorParser(LightningArgumentParser):
     def print_usage(self, file: Any = None) -> None:
         prog = self.prog.replace(" [options]", "")
         (file or sys.stderr).write(f"usage: {prog} [options]\n")
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        return super().error(short_type_error(message), ex)
+
+
+_EXPECTED = re.compile(r"Expected a (?:<class '([\w.]+)'>|typing\.Literal\[(.*)\])")
+
+
+def short_type_error(message: str) -> str:
+    """jsonargparse's type error (key, subtypes, one line per failed subtype, value type) as one line.
+
+    Example:
+        >>> short_type_error('Parser key "trainer.max_epochs":\\n  Expected a <class \\'int\\'>. Got value: ten')
+        '`--trainer.max_epochs` expects int, but got ten.'
+    """
+    key = re.match(r'Parser key "([^"]+)":', message)
+    given = re.search(r"(?:Given value|Got value): (.*)$", message, re.MULTILINE)
+    expected: list[str] = []
+    for match in _EXPECTED.finditer(message):
+        name, literal = match.groups()
+        text = ("None" if name == "NoneType" else name) if name else f"one of {literal}"
+        if text not in expected:
+            expected.append(text)
+    if key is None or given is None or not expected:
+        return message
+    return f"`--{key.group(1)}` expects {' or '.join(expected)}, but got {given.group(1).strip()}."
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -71,47 +100,6 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(True)
 
 
-def _load_checkpoint_meta(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"Checkpoint '{path}' does not exist. Pass the .ckpt file written by `lightning-cv fit` (look under "
-            f"'{RUNS_DIR}/'), or `--ckpt_path best` / `last` for the newest run's."
-        )
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"'{path}' is not a readable checkpoint ({type(err).__name__}: {err}).") from err
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hparams, dict) or "backbone" not in hparams or "state_dict" not in ckpt:
-        raise ValueError(
-            f"'{path}' is not a lightning_cv checkpoint (it has no ImageClassifier hyperparameters). Pass a checkpoint "
-            "written by `lightning-cv fit` or by a Trainer fitting an ImageClassifier."
-        )
-    return ckpt
-
-
-def find_checkpoint(kind: str, root: str | os.PathLike[str]) -> str:
-    """The newest ``best-*.ckpt`` (``kind="best"``), or the newest state of training (``"last"``) below ``root``.
-
-    The newest state is whichever was written last of ``last.ckpt`` (epoch ends), ``step-*.ckpt`` (periodic
-    checkpoints) and ``interrupted.ckpt`` (preemption or a crash).
-    """
-    import zipfile
-
-    patterns = ["best-*.ckpt"] if kind == "best" else ["last*.ckpt", "step-*.ckpt", "interrupted*.ckpt"]
-    found = [p for pattern in patterns for p in Path(root).rglob(pattern)] if Path(root).is_dir() else []
-    # a node that died mid-write can leave an empty or cut file: take the newest complete one
-    found = [p for p in found if zipfile.is_zipfile(p)]
-    found.sort(key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"No {kind} checkpoint found under '{root}'. Train first (`lightning-cv fit ...`) or pass the checkpoint "
-            "file itself to `--ckpt_path`."
-        )
-    return str(found[-1])
-
-
 def _checkpoint_root(cfg: Any) -> str:
     """Where this configuration's ModelCheckpoint writes: its dirpath, the logger's folder, or Lightning's default."""
     checkpoint = cfg.get("checkpoint")
@@ -127,6 +115,83 @@ def _checkpoint_root(cfg: Any) -> str:
     return os.path.join(root_dir, "lightning_logs") if logger is True else RUNS_DIR
 
 
+#: model options that define the weights' shapes and meaning: a checkpoint's weights fit only its own
+ARCHITECTURE_OPTIONS = ("backbone", "backbone_kwargs", "num_classes", "class_names")
+#: model options that change how the model runs, not what it computes: free to differ from the checkpoint
+RUNTIME_OPTIONS = ("compile", "channels_last")
+
+
+def apply_checkpoint_settings(
+    model_cfg: Any, checkpoint: dict[str, Any], given: dict[str, Any], subcommand: str
+) -> None:
+    """Fill ``model_cfg`` from the checkpoint's saved model settings, as plain values; refuse contradictions.
+
+    What the user set (``given``: command line and config files, without defaults) must agree with the checkpoint
+    where the checkpoint decides: its architecture and classes always (the weights fit nothing else), and every
+    setting when resuming with ``fit`` (the run continues with its optimizer and schedule state, so a new ``lr``
+    could not take effect). ``compile`` and ``channels_last`` may always differ; in ``validate``/``test``/``predict``
+    the evaluation settings (``top_k``, ``label_smoothing``, ...) given by the user apply. ``pretrained`` is the
+    checkpoint's (the weights come from it).
+    """
+    known = set(inspect.signature(ImageClassifier.__init__).parameters) - {"self"}
+    saved = plain_hparams(checkpoint.get("hyper_parameters"), allowed=known)
+    conflicts = []
+    for key, value in saved.items():
+        if key in given and key != "pretrained" and _plain(given[key]) != _plain(value):
+            if key in RUNTIME_OPTIONS or (subcommand != "fit" and key not in ARCHITECTURE_OPTIONS):
+                continue  # the user's value applies
+            conflicts.append(f"`model.{key}` is {given[key]!r} here but {value!r} in the checkpoint")
+        model_cfg[key] = value
+    if not conflicts:
+        return
+    if subcommand == "fit":
+        why = (
+            "`fit --ckpt_path` resumes that run exactly: its model settings, optimizer and schedule state come from "
+            "the checkpoint. Drop the option(s) to resume, or start a new run from the checkpoint's weights with "
+            "`--model.pretrained <checkpoint>` instead of `--ckpt_path` (the new settings then apply)."
+        )
+    else:
+        why = "The checkpoint's weights fit only its own architecture and classes: drop the option(s)."
+    raise ValueError(f"{'; '.join(conflicts)}. {why}")
+
+
+#: what a run folder holds before anything has been computed: event files, and the settings written at setup
+_SETUP_FILES = re.compile(r"events\.out\.tfevents\..*|hparams\.yaml|config(-\d+)?\.yaml")
+
+
+def remove_run_without_results(trainer: Trainer, since: float) -> None:
+    """After a run failed before training, delete its run folder if it holds nothing but what its setup wrote.
+
+    A refused setting (a class-count mismatch, a bad data file under ``on_bad_file="error"``) is found in the data
+    module's ``setup``, after the logger has made the run's folder: left behind, such empty folders bury the real
+    runs under ``runs/``. A folder with anything else in it (a checkpoint, predictions, a plot), or with a file
+    older than ``since`` (a folder reused from an earlier run), is kept.
+    """
+    if not trainer.is_global_zero or trainer.global_step > 0:
+        return
+    for logger in trainer.loggers:
+        folder = getattr(logger, "log_dir", None)  # the logger's own property; trainer.log_dir is a collective
+        if not folder or not os.path.isdir(folder):
+            continue
+        files = [Path(top, name) for top, _, names in os.walk(folder) for name in names]
+        # a second of slack: some file systems keep modification times in whole seconds
+        if all(_SETUP_FILES.fullmatch(f.name) and f.stat().st_mtime >= since - 1.0 for f in files):
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _plain(value: Any) -> Any:
+    """Values as YAML would write them, so a tuple from one side equals a list from the other."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 class LightningCVCLI(LightningCLI):
     """``lightning-cv fit|validate|test|predict``: LightningCLI with the defaults a practitioner adds by hand.
 
@@ -139,12 +204,23 @@ class LightningCVCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         from jsonargparse import set_parsing_settings
 
-        set_parsing_settings(import_path_denylist=EXTRA_IMPORT_DENYLIST)  # enforces jsonargparse's denylist too
+        # Options typed Any or dict (backbone_kwargs, dataset_kwargs, compile) are plain data: a class spec in them
+        # is not built (jsonargparse builds it by default until its 5.0). The denylist guards typed class options.
+        set_parsing_settings(import_path_denylist=EXTRA_IMPORT_DENYLIST, instantiate_subclass_spec_in_any=False)
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("parser_kwargs", {"default_env": False, "prog": "lightning-cv"})
         kwargs.setdefault("parser_class", ShortErrorParser)
-        super().__init__(ImageClassifier, ImageDataModule, args=args, run=run, **kwargs)
+        # no `_instantiator` in saved hyperparameters: a checkpoint is rebuilt from plain values, never by jsonargparse
+        kwargs.setdefault("load_from_checkpoint_support", False)
+        started = time.time()
+        try:
+            super().__init__(ImageClassifier, ImageDataModule, args=args, run=run, **kwargs)
+        except BaseException:
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None:
+                remove_run_without_results(trainer, since=started)
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -209,19 +285,34 @@ class LightningCVCLI(LightningCLI):
             cfg.ckpt_path = ckpt = find_checkpoint(ckpt, _checkpoint_root(cfg))
             rank_zero_info(f"--ckpt_path resolved to {ckpt}")
         if ckpt:
-            _load_checkpoint_meta(ckpt)
+            checkpoint = read_checkpoint(ckpt)
+            given = parser.parse_object(args, defaults=False) if isinstance(args, dict) else None
+            if given is None:
+                given = parser.parse_args(args, defaults=False)  # what the user set: command line and configs
+            given_model = given[sub].get("model") if given.get(sub) is not None else None
+            apply_checkpoint_settings(
+                cfg.model, checkpoint, given_model.as_dict() if given_model is not None else {}, sub
+            )
+            self._data_from_checkpoint = dict(checkpoint.get("datamodule_hyper_parameters") or {})
         elif sub in ("validate", "test", "predict"):
             raise ValueError(
                 f"`lightning-cv {sub}` needs a trained model: pass `--ckpt_path` with a checkpoint from "
                 "`lightning-cv fit` (or `--ckpt_path best` for the newest run's best one)."
             )
 
+    def _parse_ckpt_path(self) -> None:
+        """Replaces LightningCLI's merge of the checkpoint's hyperparameters into the config (done in parse_arguments).
+
+        LightningCLI parses them through jsonargparse, which builds any class a ``class_path`` in them names (code
+        from the file runs), and lets them silently override what the user typed. :func:`apply_checkpoint_settings`
+        takes them as plain values and refuses options that contradict the checkpoint.
+        """
+
     def before_instantiate_classes(self) -> None:
         cfg = self._sub()
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path:
+        data_hp = getattr(self, "_data_from_checkpoint", None)
+        if data_hp is not None:
             # evaluation and prediction see images the way training did: same size, statistics and crop
-            data_hp = _load_checkpoint_meta(ckpt_path).get("datamodule_hyper_parameters") or {}
             for key in DEFAULT_DATA_CONFIG:
                 if cfg.data.get(key) is None and data_hp.get(key) is not None:
                     cfg.data[key] = data_hp[key]
@@ -312,6 +403,7 @@ def main(args: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*litlogger.*")
     argv = list(sys.argv[1:] if args is None else args)
     try:
+        _check_config_files(argv)
         if argv and argv[0] in DEPLOY_COMMANDS:
             from lightning_cv.deploy.commands import run_command
 
@@ -322,12 +414,33 @@ def main(args: list[str] | None = None) -> int:
         # PreemptionCheckpoint has saved the run; a non-zero status tells the scheduler to start it again
         print("lightning-cv: stopped by SIGTERM; resume with `--ckpt_path last`.", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
-    except (ValueError, FileNotFoundError, ExportError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ExportError, MisconfigurationException) as err:
         if os.environ.get("LIGHTNING_CV_DEBUG"):
             raise
-        print(f"lightning-cv: error: {err}\n(set LIGHTNING_CV_DEBUG=1 to see the traceback)", file=sys.stderr)
+        message = str(err).strip() or type(err).__name__
+        if isinstance(err, MisconfigurationException):
+            message += " (a Trainer setting: check --trainer.accelerator, --trainer.devices and --trainer.strategy)"
+        print(f"lightning-cv: error: {message}\n(set LIGHTNING_CV_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_config_files(argv: list[str]) -> None:
+    """Name the file when a ``--config`` is not valid YAML (jsonargparse reports a position in "<unicode string>")."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.partition("=")[2]
+        if not (arg == "--config" or arg.startswith("--config=")) or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as stream:
+            try:
+                yaml.safe_load(stream)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise ValueError(f"Config file '{path}' is not valid YAML{where}: {problem}.") from err
 
 
 def _close_process_group() -> None:

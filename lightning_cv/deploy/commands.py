@@ -26,17 +26,21 @@ COMMANDS = ("export", "benchmark", "explain")
 
 # ---------------------------------------------------------------------------------------------------- loading
 def _load(ckpt_path: str) -> tuple[Any, dict[str, Any]]:
-    """The classifier (EMA weights when the checkpoint has them) and the data module's saved settings."""
-    from lightning_cv.cli import RUNS_DIR, _load_checkpoint_meta, find_checkpoint
+    """The classifier (EMA weights when the checkpoint has them) and the data module's saved settings.
+
+    The same safe path as ``fit``/``test``: the file is read as data and the model built from plain values
+    (:mod:`lightning_cv.models.checkpoint`), so nothing in a shared checkpoint runs.
+    """
+    from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, plain_hparams, read_checkpoint
     from lightning_cv.models.classifier import ImageClassifier
 
     if ckpt_path in ("best", "last"):
         ckpt_path = find_checkpoint(ckpt_path, RUNS_DIR)
         print(f"--ckpt_path resolved to {ckpt_path}")
-    meta = _load_checkpoint_meta(ckpt_path)
-    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    meta = read_checkpoint(ckpt_path)
+    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
     model.eval()
-    return model, dict(meta.get("datamodule_hyper_parameters") or {})
+    return model, plain_hparams(meta.get("datamodule_hyper_parameters"))
 
 
 def _data_keys() -> set[str]:
@@ -198,7 +202,14 @@ def _split_data_args(args: list[str]) -> tuple[list[str], dict[str, Any]]:
                 if i + 1 >= len(args):
                     raise ValueError(f"`{arg}` needs a value.")
                 value, i = args[i + 1], i + 1
-            data[key] = yaml.safe_load(value) if value != "" else None
+            try:
+                data[key] = yaml.safe_load(value) if value != "" else None
+            except yaml.YAMLError as err:
+                problem = getattr(err, "problem", None) or "not a value"
+                raise ValueError(
+                    f"`--data.{key}` got {value!r}, which is not a valid value ({problem}). Write lists in full, "
+                    "e.g. `--data.mean '[0.5, 0.5, 0.5]'`."
+                ) from err
         else:
             rest.append(arg)
         i += 1

@@ -27,6 +27,7 @@ from lightning_cv.models.freezing import (
 from lightning_cv.models.metrics import build_metrics, confusion_matrix_figure
 from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups, check_optimizer
 from lightning_cv.optim.schedules import build_scheduler, check_scheduler
+from lightning_cv.plain_data import refuse_class_specs
 
 __all__ = ["ImageClassifier"]
 
@@ -305,6 +306,55 @@ class ImageClassifier(LightningModule):
             # The weights are in the state dict: rebuilding from the checkpoint must not download or read a file.
             hparams["pretrained"] = False
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike[str] | Any,
+        map_location: Any = None,
+        hparams_file: str | os.PathLike[str] | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        *,
+        trust_checkpoint: bool = False,
+        **kwargs: Any,
+    ) -> ImageClassifier:
+        """Rebuild a classifier from a checkpoint alone: architecture, class names and weights (the EMA average
+        when the ``EMA`` callback wrote one).
+
+        The checkpoint is read as data: tensors and plain values (``weights_only=True``), and the saved
+        hyperparameters go straight to the constructor. Lightning's default would rebuild a model saved by LightningCLI
+        through jsonargparse, which builds any class a ``{"class_path": ...}`` in the hyperparameters names, so a
+        shared file could run code; here such a file is refused.
+
+        Args:
+            checkpoint_path: the ``.ckpt`` file.
+            map_location: as in :func:`torch.load`.
+            hparams_file: a YAML file of hyperparameters that replaces the checkpoint's (rarely needed).
+            strict: whether the state dict must match the model's keys exactly.
+            weights_only: must stay ``True`` (or ``None``) unless ``trust_checkpoint=True``.
+            trust_checkpoint: ``True`` restores Lightning's default loading: pickled objects are unpickled and classes
+                named in the hyperparameters are built (a subclass with, say, a ``loss: nn.Module`` argument saved
+                by LightningCLI needs this). Only for checkpoints you made yourself or would run as code.
+            kwargs: hyperparameters that override the checkpoint's (``lr=...``).
+        """
+        if trust_checkpoint:
+            return super().load_from_checkpoint(  # type: ignore[return-value]
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        if weights_only is False:
+            raise ValueError(
+                "`weights_only=False` unpickles arbitrary objects, which can run code. Leave it out; if you trust the "
+                "file as you would trust running its code, pass `trust_checkpoint=True` as well."
+            )
+        if not hparams_file and isinstance(checkpoint_path, (str, os.PathLike)):
+            from lightning_cv.models.checkpoint import read_checkpoint
+
+            read_checkpoint(checkpoint_path)  # the clear refusals: no such file, pickles, class specs
+        # ``_instantiator=None`` overrides the saved rebuild path: the constructor is called with the plain values
+        return super().load_from_checkpoint(  # type: ignore[return-value]
+            checkpoint_path, map_location, hparams_file, strict, True, _instantiator=None, **kwargs
+        )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         average = checkpoint.get("ema_state_dict")  # written by lightning_cv.callbacks.EMA
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
@@ -564,7 +614,9 @@ def _validate_arguments(args: dict[str, Any]) -> None:
         ("calibration_bins", args["calibration_bins"] >= 1, ">= 1"),
         ("freeze_layers", args["freeze_layers"] >= 0, ">= 0"),
     ]
+    refuse_class_specs(args["backbone_kwargs"], "backbone_kwargs")
     compile_spec = args["compile"]
+    refuse_class_specs(compile_spec, "compile")
     if not isinstance(compile_spec, (bool, dict)):
         raise TypeError(
             f"Expected `compile` to be a bool or a dict of torch.compile arguments, but got {compile_spec!r}."

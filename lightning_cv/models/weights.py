@@ -47,18 +47,34 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(file), device="cpu"))
+        try:
+            return dict(load_file(str(file), device="cpu"))
+        except Exception as err:  # safetensors raises its own SafetensorError (and others) for a damaged file
+            raise ValueError(_not_weights(file, err, "a safetensors file")) from err
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.findall(r"GLOBAL (\S+)", str(err))
+        if not found:  # not a pickle of objects: random bytes or a damaged file
+            raise ValueError(_not_weights(file, "no valid pickle of tensors inside", "a PyTorch weights file")) from err
         what = f" ({', '.join(found)})" if found else ""
         raise ValueError(
             f"Refusing to load '{file}': it holds Python objects other than tensors{what}, and unpickling them could "
             "run arbitrary code. Re-save only the weights, e.g. `torch.save(model.state_dict(), path)` or "
             "`safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')`."
         ) from err
+    except Exception as err:  # a cut zip, random bytes, a text file: torch raises RuntimeError, EOFError, ...
+        raise ValueError(_not_weights(file, err, "a PyTorch weights file")) from err
     return _extract_tensors(obj, file)
+
+
+def _not_weights(file: Path, err: BaseException | str, kind: str) -> str:
+    if isinstance(err, BaseException):
+        err = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+    return (
+        f"'{file}' is not {kind} that can be read ({err}). Check that the file is complete "
+        "and what its name says, e.g. re-save it with `safetensors.torch.save_file(model.state_dict(), path)`."
+    )
 
 
 def _extract_tensors(obj: object, file: Path) -> dict[str, Tensor]:

@@ -1,0 +1,170 @@
+"""A checkpoint or config from someone else must never run code: planted class specs, every subcommand.
+
+Each gadget below creates a marker file when it is built (the first test proves they are live). They are planted
+where jsonargparse would build them: in a checkpoint's saved hyperparameters (which LightningCLI re-parses and
+Lightning's ``load_from_checkpoint`` rebuilds through jsonargparse), and in dict-typed options of a YAML config.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_cv import ImageClassifier
+from lightning_cv.cli import LightningCVCLI, main
+
+TINY = [
+    "--model.backbone=test_resnet",
+    "--model.pretrained=false",
+    "--data.image_size=32",
+    "--data.dataset_kwargs={num_train: 24, num_val: 12, num_test: 12, image_size: 32}",
+    "--data.batch_size=12",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",
+    "--gallery_images=0",
+]
+SUBCOMMANDS = ["fit", "validate", "test", "predict", "export", "benchmark", "explain"]
+PLACES = ["hyper_parameters.backbone_kwargs", "hyper_parameters.compile", "hyper_parameters.optimizer",
+          "datamodule_hyper_parameters.dataset_kwargs"]  # fmt: skip
+
+
+def gadgets(marker: Path) -> list[dict]:
+    """Class specs that create ``marker`` when built; none of them is on jsonargparse's import denylist."""
+    return [
+        {"class_path": "sympy.Lambda",
+         "init_args": {"signature": f"__import__('pathlib').Path({str(marker)!r}).touch()", "expr": 0}},
+        {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}},
+        {"class_path": "logging.FileHandler", "init_args": {"filename": str(marker)}},
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    cli = LightningCVCLI(
+        args=["fit", *TINY, "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={root / 'runs'}"]
+    )
+    return Path(cli.trainer.checkpoint_callback.best_model_path)
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "photos" / "a.png")
+    return tmp_path
+
+
+def plant(checkpoint: Path, place: str, gadget: dict, out: Path) -> Path:
+    ckpt = torch.load(checkpoint, weights_only=True)
+    section, key = place.split(".")
+    ckpt[section][key] = gadget if key in ("compile", "optimizer") else {"x": gadget}
+    torch.save(ckpt, out)
+    torch.load(out, weights_only=True)  # the planted file passes the pickle check: the danger is elsewhere
+    return out
+
+
+def command(subcommand: str, ckpt: str) -> list[str]:
+    if subcommand == "export":
+        return ["export", "--ckpt_path", ckpt, "--output", "m.onnx"]
+    if subcommand == "benchmark":
+        return ["benchmark", "--ckpt_path", ckpt, "--backends", "eager", "--repeats", "1"]
+    if subcommand == "explain":
+        return ["explain", "--ckpt_path", ckpt, "--images", "photos", "--output", "cams"]
+    extra = ["--data.predict_dir=photos"] if subcommand == "predict" else []
+    return [subcommand, *TINY, f"--ckpt_path={ckpt}", *extra]
+
+
+def test_the_gadgets_are_live(tmp_path):
+    for gadget in gadgets(tmp_path / "live"):
+        module, name = gadget["class_path"].rsplit(".", 1)
+        try:
+            obj = getattr(importlib.import_module(module), name)(**gadget["init_args"])
+            if hasattr(obj, "wait"):
+                obj.wait()
+        except Exception:  # sympy.Lambda runs the code, then rejects the signature it returned
+            pass
+        assert (tmp_path / "live").exists(), gadget["class_path"]
+        (tmp_path / "live").unlink()
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+@pytest.mark.parametrize("place", PLACES)
+def test_class_specs_in_a_checkpoint_never_run(checkpoint, in_tmp, capsys, subcommand, place):
+    marker = in_tmp / "PWNED"
+    gadget = gadgets(marker)[(SUBCOMMANDS.index(subcommand) + PLACES.index(place)) % 3]
+    bad = plant(checkpoint, place, gadget, in_tmp / "shared.ckpt")
+    assert main(command(subcommand, str(bad))) == 2
+    err = capsys.readouterr().err
+    assert "Refusing checkpoint" in err and gadget["class_path"] in err
+    assert not marker.exists()
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "m.onnx").exists()  # refused before anything started
+
+
+def test_every_gadget_in_a_checkpoint_is_refused_by_load_from_checkpoint(checkpoint, in_tmp):
+    marker = in_tmp / "PWNED"
+    for gadget in gadgets(marker):
+        bad = plant(checkpoint, "hyper_parameters.backbone_kwargs", gadget, in_tmp / "shared.ckpt")
+        with pytest.raises(ValueError, match=r"Refusing checkpoint .* name classes to build .*backbone_kwargs\.x"):
+            ImageClassifier.load_from_checkpoint(bad)
+        assert not marker.exists()
+
+
+def test_hparams_file_class_specs_reach_the_constructor_as_data(checkpoint, in_tmp):
+    """A YAML ``hparams_file`` bypasses the checkpoint's own settings: still no instantiation."""
+    marker = in_tmp / "PWNED"
+    hparams = dict(torch.load(checkpoint, weights_only=True)["hyper_parameters"])
+    hparams["backbone_kwargs"] = {"x": gadgets(marker)[0]}
+    (in_tmp / "hparams.yaml").write_text(yaml.safe_dump(hparams))
+    with pytest.raises(ValueError, match=r"`backbone_kwargs` holds a class spec at backbone_kwargs\.x"):
+        ImageClassifier.load_from_checkpoint(checkpoint, hparams_file=in_tmp / "hparams.yaml")
+    assert not marker.exists()
+
+
+def test_rebuilding_never_goes_through_the_saved_instantiator(checkpoint, in_tmp, monkeypatch):
+    """Old checkpoints carry LightningCLI's ``_instantiator``; only ``trust_checkpoint=True`` uses it."""
+    import lightning.pytorch.cli as lcli
+
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["hyper_parameters"]["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
+    torch.save(ckpt, in_tmp / "old.ckpt")
+    calls = []
+    real = lcli.instantiate_module
+    monkeypatch.setattr(lcli, "instantiate_module", lambda cls, config: calls.append(cls) or real(cls, config))
+    model = ImageClassifier.load_from_checkpoint(in_tmp / "old.ckpt")
+    assert calls == [] and model.hparams["backbone"] == "test_resnet"
+    ImageClassifier.load_from_checkpoint(in_tmp / "old.ckpt", trust_checkpoint=True)
+    assert calls == [ImageClassifier]
+    with pytest.raises(ValueError, match="`weights_only=False` unpickles arbitrary objects"):
+        ImageClassifier.load_from_checkpoint(in_tmp / "old.ckpt", weights_only=False)
+
+
+def test_checkpoints_written_by_the_cli_carry_no_instantiator(checkpoint):
+    hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    assert "_instantiator" not in hparams and "_class_path" not in hparams
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "key"),
+    [("fit", "data.dataset_kwargs"), ("fit", "model.backbone_kwargs"), ("fit", "model.compile"),
+     ("validate", "data.dataset_kwargs"), ("test", "data.dataset_kwargs"), ("predict", "data.dataset_kwargs")],
+)  # fmt: skip
+def test_class_specs_in_a_config_never_run(checkpoint, in_tmp, capsys, subcommand, key):
+    marker = in_tmp / "PWNED"
+    for gadget in gadgets(marker):
+        section, name = key.split(".")
+        value = gadget if name == "compile" else {"x": gadget} if section == "model" else {"num_train": 24, "x": gadget}
+        (in_tmp / "shared.yaml").write_text(yaml.safe_dump({section: {name: value}}))
+        args = command(subcommand, str(checkpoint)) if subcommand != "fit" else ["fit", *TINY]
+        # the config comes last so that it, not TINY's dataset_kwargs, holds the value
+        assert main([*args, "--trainer.max_epochs=1", "--config", "shared.yaml"]) == 2
+        err = capsys.readouterr().err
+        assert f"`{name}` holds a class spec" in err, err
+        assert not marker.exists()
