@@ -6,7 +6,8 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -309,9 +310,9 @@ class ImageClassifier(LightningModule):
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
         cls,
-        checkpoint_path: str | os.PathLike[str] | Any,
+        checkpoint_path: str | Path | IO[Any],
         map_location: Any = None,
-        hparams_file: str | os.PathLike[str] | None = None,
+        hparams_file: str | Path | None = None,
         strict: bool | None = None,
         weights_only: bool | None = None,
         *,
