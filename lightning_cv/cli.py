@@ -66,6 +66,9 @@ def short_type_error(message: str) -> str:
         >>> short_type_error('Parser key "trainer.max_epochs":\\n  Expected a <class \\'int\\'>. Got value: ten')
         '`--trainer.max_epochs` expects int, but got ten.'
     """
+    reasons = re.findall(r"^ {4}- (.*)$", message, re.MULTILINE)  # one per Union subtype
+    if any(not reason.startswith("Expected a ") for reason in reasons):
+        return message  # a real reason (a denied import, a bad class path) must not be lost
     key = re.match(r'Parser key "([^"]+)":', message)
     given = re.search(r"(?:Given value|Got value): (.*)$", message, re.MULTILINE)
     expected: list[str] = []

@@ -53,7 +53,7 @@ def one_line_error(capsys, args: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ --model.* against a checkpoint
-@pytest.mark.parametrize("option", ["--model.lr=0.1", "--model.backbone=test_efficientnet", "--model.label_smoothing=0.2"])
+@pytest.mark.parametrize("option", ["--model.lr=0.1", "--model.backbone=test_convnext", "--model.label_smoothing=0.2"])
 def test_resume_refuses_model_settings_that_differ_from_the_checkpoint(checkpoint, capsys, option):
     key = option.split("=")[0][2:]
     line = one_line_error(capsys, ["fit", *TINY, f"--ckpt_path={checkpoint}", option])
@@ -111,10 +111,17 @@ def test_wrong_type_names_the_option_and_the_type(capsys):
 
 def test_short_type_error_keeps_messages_it_does_not_know():
     assert short_type_error("unrecognized arguments: --model.lr2 1") == "unrecognized arguments: --model.lr2 1"
+    denied = (
+        'Parser key "trainer.callbacks":\n  Does not validate against any of the Union subtypes\n  Errors:\n'
+        "    - Problem with given class_path 'os.system':\n        Importing 'os.system' is not allowed\n"
+        "    - Expected a <class 'NoneType'>\n  Given value: [{'class_path': 'os.system'}]"
+    )
+    assert short_type_error(denied) == denied
 
 
 def test_deploy_data_option_that_is_not_yaml(checkpoint, capsys):
-    line = one_line_error(capsys, ["export", "--ckpt_path", checkpoint, "--output", "m.onnx", "--data.mean", "[0.5, 0.5"])
+    args = ["export", "--ckpt_path", checkpoint, "--output", "m.onnx", "--data.mean", "[0.5, 0.5"]
+    line = one_line_error(capsys, args)
     assert "`--data.mean` got '[0.5, 0.5'" in line and "--data.mean '[0.5, 0.5, 0.5]'" in line
     assert not Path("m.onnx").exists()
 

@@ -14,7 +14,16 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-__all__ = ["PredictionWriter"]
+__all__ = ["FORMULA_STARTS", "PredictionWriter", "csv_text"]
+
+
+#: first characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """``value`` made safe for a CSV cell that a spreadsheet may open: a leading ``'`` when it could start a formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def _safe_name(name: str) -> str:
@@ -27,9 +36,17 @@ class PredictionWriter(BasePredictionWriter):
     """Stream ``Trainer.predict`` results to ``<output_dir>/<filename>.csv`` (and ``.jsonl``).
 
     Each row holds the image path, the predicted class name and index, its probability and the top-k classes. Images
-    that could not be read get a row with an ``error`` and no prediction, so the output accounts for every input.
-    Rows are written batch by batch, so predicting a million images needs no memory for their results. Only the
-    fixed file names are written, inside ``output_dir``; nothing taken from the data becomes a path.
+    that could not be read get a row with an ``error`` and no prediction, so the output accounts for every input;
+    when *no* image could be read, the rows are written and then a ``ValueError`` ends the run (the command line
+    exits with status 2), since an output without a single prediction is a failed run. Rows are written batch by
+    batch, so predicting a million images needs no memory for their results. Only the fixed file names are written,
+    inside ``output_dir``; nothing taken from the data becomes a path.
+
+    File and class names come from the data, and spreadsheet programs run a CSV cell that starts with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return as a formula (CSV injection). In the CSV file such text cells (path,
+    class, top-k and error) get a leading ``'``, which spreadsheets show as text; the numbers this writer formats
+    itself are left as they are. The JSON Lines file keeps every value unchanged: it is read by programs, not
+    spreadsheets.
 
     Works with any LightningModule whose ``predict_step`` returns class probabilities (a tensor, or a dict with
     ``"probs"``) and a predict dataset whose items are ``(image, index)`` with ``dataset.paths`` (as
@@ -115,8 +132,16 @@ class PredictionWriter(BasePredictionWriter):
         for row in rows:
             if self._csv is not None:
                 top = ";".join(f"{name}:{p:.4f}" for name, p in row["top_k"])
+                path, name, error = str(row["path"]), str(row["predicted_class"]), str(row["error"])
                 self._csv.writerow(
-                    [row["path"], row["predicted_class"], row["predicted_index"], row["probability"], top, row["error"]]
+                    [
+                        csv_text(path),
+                        csv_text(name),
+                        row["predicted_index"],
+                        row["probability"],
+                        csv_text(top),
+                        csv_text(error),
+                    ]
                 )
             if "jsonl" in self._files:
                 self._files["jsonl"].write(json.dumps(row) + "\n")
@@ -138,25 +163,35 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dataset = getattr(trainer.predict_dataloaders, "dataset", None)
         paths = getattr(dataset, "paths", None)
+        unreadable = 0
         if paths is not None and trainer.world_size == 1:
-            from lightning_cv.data.image_io import BadImageError, load_image
+            from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError, load_image
 
+            max_pixels = getattr(dataset, "max_pixels", DEFAULT_MAX_PIXELS)  # the limit the dataset refused them by
             for index, path in enumerate(paths):
                 if index in self._seen:
                     continue
                 try:
-                    load_image(path).close()
-                    reason = "skipped"
+                    load_image(path, max_pixels=max_pixels).close()
+                    error = "not predicted (the run stopped before it)"
                 except BadImageError as err:
-                    reason = err.reason
+                    error, unreadable = f"unreadable: {err.reason}", unreadable + 1
                 except OSError as err:
-                    reason = str(err)
+                    error, unreadable = f"unreadable: {err}", unreadable + 1
                 row = {"path": path, "predicted_class": "", "predicted_index": "", "probability": ""}
-                self._write([{**row, "top_k": [], "error": f"unreadable: {reason}"}])
+                self._write([{**row, "top_k": [], "error": error}])
         for handle in self._files.values():
             handle.close()
         self._files, self._csv = {}, None
-        rank_zero_info(f"Predictions written to {', '.join(str(p) for p in self.paths.values())}")
+        written = ", ".join(str(p) for p in self.paths.values())
+        if unreadable and not self._seen:
+            raise ValueError(
+                f"None of the {unreadable} image(s) to predict could be read; {written} list(s) each file with its "
+                "error."
+            )
+        note = f" ({unreadable} of {len(paths or ())} image(s) could not be read; their rows hold the error)"
+        note = note if unreadable else ""
+        rank_zero_info(f"Predictions written to {written}{note}")
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         for handle in self._files.values():

@@ -17,26 +17,30 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from lightning_cv.data.checks import ClassBalance, class_balance, find_leaks
 from lightning_cv.data.datasets import (
     ImageFileDataset,
+    SkippingDataLoader,
     TransformSubset,
+    collate_readable,
     collate_skipping_bad,
     load_torchvision_dataset,
     resolve_torchvision_name,
 )
 from lightning_cv.data.file_index import FileFacts, scan_files
-from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError
+from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
+from lightning_cv.data.links import FOLLOW_LINKS, FollowLinks, SkippedPath, skipped_report
 from lightning_cv.data.mixing import BatchMixer
 from lightning_cv.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset, item_seed
 from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
 from lightning_cv.data.sources import (
     Record,
     class_names_of,
+    find_predict_files,
     find_split_dirs,
-    list_images,
     read_list_file,
     scan_class_folders,
     stratified_split,
 )
 from lightning_cv.data.transforms import AUTO_AUGMENTS, build_eval_transform, build_train_transform
+from lightning_cv.plain_data import refuse_class_specs
 
 __all__ = ["ImageDataModule"]
 
@@ -56,6 +60,17 @@ def _fail(name: str, value: Any, expected: str) -> None:
     raise ValueError(f"Expected `{name}` {expected}, but got {value!r}.")
 
 
+def _is_size(value: Any) -> bool:
+    """A positive int, or a (height, width) pair of them (a bool is no size, although Python counts it an int)."""
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if isinstance(value, (tuple, list)):
+        return len(value) == 2 and all(positive(v) for v in value)
+    return positive(value)
+
+
 class ImageDataModule(LightningDataModule):
     """Datasets, augmentation, batch mixing and data checks for image classification.
 
@@ -70,7 +85,8 @@ class ImageDataModule(LightningDataModule):
         dataset: ``"shapes"``, a torchvision dataset name (``"cifar10"``, ``"mnist"``, ``"torchvision:SVHN"``...),
             or ``None`` for files.
         train_file: CSV or text list of training images; ``val_file`` and ``test_file`` likewise.
-        predict_dir: a folder of unlabelled images, or a list file of image paths, for ``Trainer.predict``.
+        predict_dir: a folder of unlabelled images, one image file, or a list file of image paths, for
+            ``Trainer.predict``.
         download: let a torchvision dataset download itself into ``data_dir``.
         dataset_kwargs: passed to the torchvision class, or for ``"shapes"``: num_train, num_val, num_test, image_size.
         val_split: fraction of the training images held out (stratified, seeded) when no validation split exists;
@@ -79,7 +95,8 @@ class ImageDataModule(LightningDataModule):
         seed: seeds splits, the balanced sampler and batch mixing (offset by the process rank).
         batch_size: training batch size (``eval_batch_size`` defaults to twice it).
         num_workers: DataLoader workers; ``None`` picks from the CPU count and the accelerator.
-        image_size, mean, std, interpolation, crop_pct: override the model's data config.
+        image_size, mean, std, interpolation, crop_pct: override the model's data config; ``image_size`` is one
+            side or a ``(height, width)`` pair.
         scale: RandomResizedCrop area range.
         hflip: horizontal flip probability.
         auto_augment: ``"randaugment"``, ``"trivialaugment"``, ``"autoaugment"`` or ``"none"``.
@@ -95,6 +112,10 @@ class ImageDataModule(LightningDataModule):
             finds near duplicates, ``"off"`` skips the check.
         on_leakage: ``"warn"`` or ``"error"`` when a shared image is found.
         max_image_pixels: larger images are refused as decompression bombs.
+        follow_links: which symbolic links in image folders (and which relative paths in list files) are followed:
+            ``"inside"`` those that stay inside the data folder, ``"all"`` any (datasets linked into a central store),
+            ``"none"`` no links. Loops and repeats are skipped in every mode, so an image never gets two labels;
+            what is skipped is listed in one warning (:mod:`lightning_cv.data.links` has the details).
     """
 
     def __init__(
@@ -115,7 +136,7 @@ class ImageDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
-        image_size: int | None = None,
+        image_size: int | tuple[int, int] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         interpolation: str | None = None,
@@ -135,8 +156,11 @@ class ImageDataModule(LightningDataModule):
         leakage_check: Literal["exact", "perceptual", "off"] = "exact",
         on_leakage: Literal["warn", "error"] = "warn",
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        follow_links: FollowLinks = "inside",
     ) -> None:
         super().__init__()
+        if isinstance(image_size, list):
+            image_size = tuple(image_size)  # type: ignore[assignment]  # YAML and JSON give lists
         mean = tuple(mean) if mean is not None else None
         std = tuple(std) if std is not None else None
         scale = tuple(scale)  # type: ignore[assignment]
@@ -162,6 +186,7 @@ class ImageDataModule(LightningDataModule):
     # ------------------------------------------------------------------ validation and discovery
     def _validate(self) -> None:
         hp = self._hp
+        refuse_class_specs(hp.dataset_kwargs, "dataset_kwargs")
         if hp.val_split is not None and not 0.0 <= hp.val_split < 1.0:
             _fail("val_split", hp.val_split, "in [0, 1)")
         if not 0.0 <= hp.test_split < 1.0:
@@ -170,6 +195,19 @@ class ImageDataModule(LightningDataModule):
             _fail("val_split + test_split", (hp.val_split or 0.0) + hp.test_split, "< 1")
         if hp.batch_size < 1:
             _fail("batch_size", hp.batch_size, ">= 1")
+        if hp.eval_batch_size is not None and hp.eval_batch_size < 1:
+            _fail("eval_batch_size", hp.eval_batch_size, ">= 1 or None")
+        if hp.image_size is not None and not _is_size(hp.image_size):
+            _fail("image_size", hp.image_size, "to be a positive int or a (height, width) pair of positive ints")
+        if hp.crop_pct is not None and not hp.crop_pct > 0:
+            _fail("crop_pct", hp.crop_pct, "> 0 (the resize before the center crop divides by it)")
+        for name in ("mean", "std"):
+            if hp[name] is not None and len(hp[name]) not in (1, 3):
+                _fail(name, hp[name], "to have 3 values (R, G, B) or 1")
+        if hp.std is not None and min(hp.std) <= 0:
+            _fail("std", hp.std, "to be > 0 (images are divided by it)")
+        if hp.max_image_pixels < 1:
+            _fail("max_image_pixels", hp.max_image_pixels, ">= 1")
         if hp.num_workers is not None and hp.num_workers < 0:
             _fail("num_workers", hp.num_workers, ">= 0 or None")
         if hp.auto_augment not in AUTO_AUGMENTS:
@@ -187,6 +225,7 @@ class ImageDataModule(LightningDataModule):
             ("on_bad_file", ("skip", "error")),
             ("leakage_check", ("exact", "perceptual", "off")),
             ("on_leakage", ("warn", "error")),
+            ("follow_links", FOLLOW_LINKS),
         ):
             if hp[name] not in allowed:
                 _fail(name, hp[name], f"one of {', '.join(allowed)}")
@@ -274,17 +313,20 @@ class ImageDataModule(LightningDataModule):
 
     def _discover_folders(self) -> None:
         root = self._hp.data_dir
+        skipped: list[SkippedPath] = []  # from every split, for one warning
         split_dirs = find_split_dirs(root)
-        if "train" not in split_dirs:
-            train, classes = scan_class_folders(root)
-            self._set_records(self._split_train({"train": train}, classes), classes)
-            return
+        split_dirs = split_dirs if "train" in split_dirs else {"train": Path(root)}
+
+        def scan(folder: Path) -> tuple[list[Record], list[str]]:
+            # the whole data folder is the boundary: a link from train/ into a shared pool beside it stays inside
+            return scan_class_folders(folder, follow_links=self._hp.follow_links, boundary=root, skipped=skipped)
+
         records: dict[str, list[Record]] = {}
-        train, classes = scan_class_folders(split_dirs["train"])
+        train, classes = scan(split_dirs["train"])
         records["train"] = train
         for split in ("val", "test"):
             if split in split_dirs:
-                rows, names = scan_class_folders(split_dirs[split])
+                rows, names = scan(split_dirs[split])
                 if names != classes:
                     missing, extra = sorted(set(classes) - set(names)), sorted(set(names) - set(classes))
                     raise ValueError(
@@ -293,14 +335,16 @@ class ImageDataModule(LightningDataModule):
                         "folders, or labels would mean different classes in each."
                     )
                 records[split] = rows
+        if skipped:
+            rank_zero_warn(skipped_report(skipped))
         self._set_records(self._split_train(records, classes), classes)
 
     def _discover_lists(self) -> None:
         hp = self._hp
-        records = {"train": read_list_file(hp.train_file, hp.data_dir)}
+        records = {"train": read_list_file(hp.train_file, hp.data_dir, follow_links=hp.follow_links)}
         for split, file in (("val", hp.val_file), ("test", hp.test_file)):
             if file is not None:
-                records[split] = read_list_file(file, hp.data_dir)
+                records[split] = read_list_file(file, hp.data_dir, follow_links=hp.follow_links)
         classes = class_names_of([label for _, label in records["train"]])
         self._set_records(self._split_train(records, classes), classes)
 
@@ -504,17 +548,10 @@ class ImageDataModule(LightningDataModule):
         )
 
     def _predict_files(self) -> list[str]:
-        path = Path(self._hp.predict_dir)
-        if path.is_dir():
-            files = list_images(path)
-        elif path.is_file():  # a list: one path per line, or CSV rows whose first cell is the path
-            cells = [ln.split(",")[0].strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
-            cells = [c for c in cells if c and not c.startswith("#") and c.lower() not in ("path", "filepath", "file")]
-            files = [c if os.path.isabs(c) else str(path.parent / c) for c in cells]
-        else:
-            raise FileNotFoundError(f"`predict_dir` '{path}' is neither a folder of images nor a list file.")
-        if not files:
-            raise ValueError(f"`predict_dir` '{path}' holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+        skipped: list[SkippedPath] = []
+        files = find_predict_files(self._hp.predict_dir, follow_links=self._hp.follow_links, skipped=skipped)
+        if skipped:
+            rank_zero_warn(skipped_report(skipped))
         return files
 
     def _run_checks(self) -> None:
@@ -617,6 +654,10 @@ class ImageDataModule(LightningDataModule):
             # worker seeds come from this generator, not from the global one that training draws from
             generator=torch.Generator().manual_seed(self._hp.seed),
         )
+        if split == "predict":
+            # every file gets a row there, readable or not (PredictionWriter writes the errors): a batch in which
+            # no image could be read is left out instead of ending the run
+            return SkippingDataLoader(dataset, shuffle=False, **{**common, "collate_fn": collate_readable})
         if not train:
             return DataLoader(dataset, shuffle=False, **common)
         trainer = self.trainer

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError, load_image
 
 __all__ = [
     "TORCHVISION_ALIASES",
     "ImageFileDataset",
+    "SkippingDataLoader",
     "TransformSubset",
+    "collate_readable",
     "collate_skipping_bad",
     "load_torchvision_dataset",
     "resolve_torchvision_name",
@@ -82,6 +84,28 @@ class TransformSubset(Dataset):
         if isinstance(image, Image.Image) and image.mode != "RGB":
             image = image.convert("RGB")
         return (self.transform(image) if self.transform is not None else image), int(label)
+
+
+def collate_readable(batch: list[Any]) -> Any | None:
+    """``default_collate`` over the decoded samples, or ``None`` when none did (for :class:`SkippingDataLoader`)."""
+    kept = [item for item in batch if item is not None]
+    return default_collate(kept) if kept else None
+
+
+class SkippingDataLoader(DataLoader):
+    """A DataLoader that leaves out the batches its collate function answers with ``None`` (:func:`collate_readable`).
+
+    For prediction, where every file gets a row readable or not: a batch of unreadable files must not end the run,
+    and the model cannot be handed an empty batch instead (timm's ViTs fail to reshape zero images). Lightning's
+    ``batch_indices`` argument of prediction writers counts the batches the loop received, so after a left-out batch
+    it no longer matches the sampler; :class:`~lightning_cv.callbacks.PredictionWriter` reads the dataset indices
+    from the batch itself instead.
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        for batch in super().__iter__():
+            if batch is not None:
+                yield batch
 
 
 def collate_skipping_bad(batch: list[Any]) -> Any:

@@ -1,4 +1,4 @@
-"""Find labelled image files: class-per-folder trees, CSV/text lists, folders of unlabelled images; seeded splits."""
+"""Find image files: class-per-folder trees, CSV/text lists, folders or lists of unlabelled images; seeded splits."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_cv.data.image_io import is_image_file
+from lightning_cv.data.image_io import IMAGE_EXTENSIONS, BadImageError, check_image, is_image_file
+from lightning_cv.data.links import FollowLinks, ImageTreeWalk, ListedPaths, SkippedPath, skipped_report, warn_skipped
 
 __all__ = [
     "Record",
     "class_names_of",
+    "find_predict_files",
     "find_split_dirs",
     "list_images",
     "read_list_file",
@@ -41,22 +43,43 @@ def find_split_dirs(root: str | os.PathLike[str]) -> dict[str, Path]:
     return found
 
 
-def list_images(root: str | os.PathLike[str]) -> list[str]:
-    """All image files below ``root`` (recursive, sorted); other files such as ``.txt`` or ``.DS_Store`` are skipped."""
+def list_images(
+    root: str | os.PathLike[str],
+    *,
+    follow_links: FollowLinks = "inside",
+    skipped: list[SkippedPath] | None = None,
+) -> list[str]:
+    """All image files below ``root`` (recursive, in ``os.walk`` order); other files such as ``.txt`` are skipped.
+
+    Links are followed by the rule of :mod:`lightning_cv.data.links` (``follow_links``, with ``root`` as the data
+    folder). What the rule leaves out is added to ``skipped``, or, without that list, reported in one warning.
+    """
     base = Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"Image folder '{base}' does not exist or is not a directory.")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
+    walk = ImageTreeWalk(base, follow_links)
+    walk.add(base, named=True)
+    files = walk.finish()[""]
+    warn_skipped(walk.skipped, skipped)
     return files
 
 
-def scan_class_folders(root: str | os.PathLike[str]) -> tuple[list[Record], list[str]]:
+def scan_class_folders(
+    root: str | os.PathLike[str],
+    *,
+    follow_links: FollowLinks = "inside",
+    boundary: str | os.PathLike[str] | None = None,
+    skipped: list[SkippedPath] | None = None,
+) -> tuple[list[Record], list[str]]:
     """Images in ``root/<class>/**``, and the sorted class names.
 
+    Links are followed by the rule of :mod:`lightning_cv.data.links`: with ``follow_links="inside"`` only those that
+    resolve inside ``boundary`` (the data folder; default ``root``). Loops and repeats are skipped in every mode, so
+    an image is listed under one class only. What is left out is added to ``skipped``, or, without that list,
+    reported in one warning.
+
     An empty class folder is an error rather than silently dropped: dropping it would shift every later label index.
+    The same holds for a class folder that is a link the rule does not follow; the error says why.
     """
     base = Path(root)
     if not base.is_dir():
@@ -69,19 +92,73 @@ def scan_class_folders(root: str | os.PathLike[str]) -> tuple[list[Record], list
         raise ValueError(
             f"Data folder '{base}' has no class sub-folders. Arrange images as '{base}/<class name>/<image>'."
         )
-    records: list[Record] = []
-    empty = []
+    walk = ImageTreeWalk(boundary if boundary is not None else base, follow_links)
+    walk.mark(base)  # a link back to the data folder is a loop
     for name in classes:
-        files = list_images(base / name)
-        if not files:
-            empty.append(name)
-        records += [(f, name) for f in files]
+        walk.add(base / name, name)
+    found = walk.finish()
+    empty = [name for name in classes if not found[name]]
     if empty:
+        folders = [str(base / e) for e in empty]
+        why = [s for s in walk.skipped if any(s.path == f or s.path.startswith(f + os.sep) for f in folders)]
+        because = ("\n" + skipped_report(why)) if why else ""
         raise ValueError(
-            f"Class folder(s) {', '.join(repr(str(base / e)) for e in empty)} hold no images. Add images or remove "
-            "the folder(s): an empty class would train a class the model can never see."
+            f"Class folder(s) {', '.join(repr(f) for f in folders)} hold no images. Add images or remove "
+            f"the folder(s): an empty class would train a class the model can never see.{because}"
         )
-    return records, classes
+    warn_skipped(walk.skipped, skipped)
+    return [(f, name) for name in classes for f in found[name]], classes
+
+
+def find_predict_files(
+    path: str | os.PathLike[str],
+    *,
+    follow_links: FollowLinks = "inside",
+    skipped: list[SkippedPath] | None = None,
+) -> list[str]:
+    """The images that ``predict_dir`` names: a folder of images, one image file, or a list file of image paths.
+
+    A file is one image when its name ends like an image (:data:`~lightning_cv.data.image_io.IMAGE_EXTENSIONS`) or
+    when it is not text but opens as an image; any other file is a list: one path per line, or CSV rows whose first
+    cell is the path (a ``path``/``file``... header is skipped). Folders follow links by the rule of
+    :func:`list_images`; a list's relative paths must stay in its folder, as :func:`read_list_file` explains.
+    """
+    source = Path(path)
+    if source.is_dir():
+        files = list_images(source, follow_links=follow_links, skipped=skipped)
+    elif source.is_file():
+        files = [str(source)] if is_image_file(source) else _read_path_list(source, follow_links)
+    else:
+        raise FileNotFoundError(f"`predict_dir` '{source}' is neither a folder of images, an image nor a list file.")
+    if not files:
+        raise ValueError(f"`predict_dir` '{source}' holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+def _read_path_list(file: Path, follow_links: FollowLinks) -> list[str]:
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        try:
+            check_image(file)  # an image without an image suffix: predict it
+        except BadImageError:
+            raise ValueError(
+                f"`predict_dir` '{file}' is neither a folder, an image ({', '.join(IMAGE_EXTENSIONS)}) nor a text "
+                f"list of image paths: it is not UTF-8 text ({err.reason} at byte {err.start}) and not a readable "
+                "image either."
+            ) from None
+        return [str(file)]
+    listed = ListedPaths(file.parent, follow_links)
+    files: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cell = next(csv.reader([line]), [""])[0].strip() if "," in line else line.strip()
+        if not cell or (not files and cell.lower() in _PATH_COLUMNS):
+            continue
+        files.append(listed.resolve(cell, number))
+    listed.check(file)
+    return files
 
 
 def _pick(columns: Sequence[str], names: Sequence[str]) -> int | None:
@@ -92,17 +169,27 @@ def _pick(columns: Sequence[str], names: Sequence[str]) -> int | None:
     return None
 
 
-def read_list_file(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> list[Record]:
+def read_list_file(
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    *,
+    follow_links: FollowLinks = "inside",
+) -> list[Record]:
     """Read ``path,label`` rows from a CSV or text list.
 
     A header naming a path column (path, filepath, file, filename, image) and a label column (label, class, target,
     category) selects them among any number of columns; without a header the first two columns are used. Text lists
-    may separate the two by whitespace. Relative paths are taken from ``root``, or else from the list's folder.
+    may separate the two by whitespace.
+
+    Relative paths are taken from ``root``, or else from the list's folder, and must stay inside it: a row that
+    climbs out with ``..`` or through a link is an error (all such rows are named) unless ``follow_links="all"``.
+    Absolute paths are used as written, since the list says where those files are (see
+    :class:`~lightning_cv.data.links.ListedPaths`).
     """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"List file '{file}' does not exist. Pass a CSV or text file of `path,label` rows.")
-    base = Path(root) if root is not None else file.parent
+    listed = ListedPaths(root if root is not None else file.parent, follow_links)
     text = file.read_text(encoding="utf-8-sig")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
@@ -124,8 +211,8 @@ def read_list_file(path: str | os.PathLike[str], root: str | os.PathLike[str] | 
             raise ValueError(
                 f"{file}, row {number}: expected a path and a label, but got {row!r}. Fix or remove the row."
             )
-        image = Path(cells[path_col])
-        records.append((str(image if image.is_absolute() else base / image), cells[label_col]))
+        records.append((listed.resolve(cells[path_col], number), cells[label_col]))
+    listed.check(file)
     return records
 
 
