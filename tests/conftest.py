@@ -66,6 +66,39 @@ def tiny_kwargs(backbone: str, size: int = 32) -> dict[str, Any]:
     return kwargs
 
 
+#: `lightning-cv` arguments for a tiny run: test_resnet on 24 shapes at 32 px, no progress bar, no gallery
+TINY_CLI = [
+    "--model.backbone=test_resnet",
+    "--model.pretrained=false",
+    "--data.image_size=32",
+    "--data.dataset_kwargs={num_train: 24, num_val: 12, num_test: 12, image_size: 32}",
+    "--data.batch_size=12",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",
+    "--gallery_images=0",
+]
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test inside its own temporary folder (the command line writes `runs/` below the working folder)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def cli_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A checkpoint written by `lightning-cv fit` with :data:`TINY_CLI` (one epoch), shared by the CLI tests."""
+    from lightning_cv.cli import LightningCVCLI
+
+    root = tmp_path_factory.mktemp("cli-fit")
+    cli = LightningCVCLI(
+        args=["fit", *TINY_CLI, "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={root / 'runs'}"]
+    )
+    return str(cli.trainer.checkpoint_callback.best_model_path)
+
+
 def run_spawned(fit_or_validate: Any) -> Any:
     """Run a ``ddp_spawn`` Trainer call; tolerate only the known gloo abort while worker processes shut down.
 

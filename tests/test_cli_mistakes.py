@@ -9,33 +9,15 @@ import pytest
 import torch
 
 from lightning_cv.cli import LightningCVCLI, main, short_type_error
+from tests.conftest import TINY_CLI as TINY
 
-TINY = [
-    "--model.backbone=test_resnet",
-    "--model.pretrained=false",
-    "--data.image_size=32",
-    "--data.dataset_kwargs={num_train: 24, num_val: 12, num_test: 12, image_size: 32}",
-    "--data.batch_size=12",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.accelerator=cpu",
-    "--gallery_images=0",
-]
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fit")
-    cli = LightningCVCLI(
-        args=["fit", *TINY, "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={root / 'runs'}"]
-    )
-    return cli.trainer.checkpoint_callback.best_model_path
+@pytest.fixture
+def checkpoint(cli_checkpoint):
+    return cli_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def one_line_error(capsys, args: list[str]) -> str:

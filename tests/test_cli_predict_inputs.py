@@ -7,36 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from lightning_cv.cli import LightningCVCLI, main
+from lightning_cv.cli import main
 from tests.data.helpers import write_image
 
-TINY = [
-    "--model.backbone=test_resnet",
-    "--model.pretrained=false",
-    "--data.image_size=32",
-    "--data.dataset_kwargs={num_train: 24, num_val: 12, num_test: 12, image_size: 32}",
-    "--data.batch_size=12",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.accelerator=cpu",
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Skipping an image that cannot be used"),
+    pytest.mark.usefixtures("in_tmp"),
 ]
 
-pytestmark = pytest.mark.filterwarnings("ignore:Skipping an image that cannot be used")
 
+@pytest.fixture
+def checkpoint(cli_checkpoint):
+    return cli_checkpoint
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fit")
-    cli = LightningCVCLI(
-        args=["fit", *TINY, "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={root / 'runs'}"]
-    )
-    return cli.trainer.checkpoint_callback.best_model_path
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def predict(checkpoint, source):

@@ -15,19 +15,9 @@ import torch
 import yaml
 
 from lightning_cv import ImageClassifier
-from lightning_cv.cli import LightningCVCLI, main
+from lightning_cv.cli import main
+from tests.conftest import TINY_CLI as TINY
 
-TINY = [
-    "--model.backbone=test_resnet",
-    "--model.pretrained=false",
-    "--data.image_size=32",
-    "--data.dataset_kwargs={num_train: 24, num_val: 12, num_test: 12, image_size: 32}",
-    "--data.batch_size=12",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--trainer.accelerator=cpu",
-    "--gallery_images=0",
-]
 SUBCOMMANDS = ["fit", "validate", "test", "predict", "export", "benchmark", "explain"]
 PLACES = ["hyper_parameters.backbone_kwargs", "hyper_parameters.compile", "hyper_parameters.optimizer",
           "datamodule_hyper_parameters.dataset_kwargs"]  # fmt: skip
@@ -43,23 +33,17 @@ def gadgets(marker: Path) -> list[dict]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fit")
-    cli = LightningCVCLI(
-        args=["fit", *TINY, "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={root / 'runs'}"]
-    )
-    return Path(cli.trainer.checkpoint_callback.best_model_path)
+@pytest.fixture
+def checkpoint(cli_checkpoint):
+    return cli_checkpoint
 
 
 @pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "photos").mkdir()
+def photos(in_tmp):
     from PIL import Image
 
-    Image.new("RGB", (40, 40), "red").save(tmp_path / "photos" / "a.png")
-    return tmp_path
+    (in_tmp / "photos").mkdir()
+    Image.new("RGB", (40, 40), "red").save(in_tmp / "photos" / "a.png")
 
 
 def plant(checkpoint: Path, place: str, gadget: dict, out: Path) -> Path:
