@@ -152,7 +152,7 @@ def test_explain_writes_an_overlay_per_readable_image(trained, tmp_path, capsys)
     [
         (["export", "--ckpt_path", "missing.ckpt", "--output", "m.onnx"], "does not exist"),
         (["export", "--ckpt_path", "{ckpt}", "--output", "m.txt"], "to end in .onnx"),
-        (["export", "--ckpt_path", "{ckpt}", "--output", "m.onnx", "--data.colour=red"], "Unknown data option"),
+        (["export", "--ckpt_path", "{ckpt}", "--output", "m.onnx", "--data.colour=red"], "unrecognized arguments"),
         (["benchmark", "--ckpt_path", "{ckpt}", "--backends", "eager,tensorrt"], "Unknown backend"),
         (["explain", "--ckpt_path", "{ckpt}", "--images", "nowhere", "--output", "o"], "does not exist"),
         (["export", "--output", "m.onnx"], "--ckpt_path"),
@@ -162,7 +162,11 @@ def test_explain_writes_an_overlay_per_readable_image(trained, tmp_path, capsys)
 )
 def test_bad_input_is_a_short_error(trained, tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
-    assert main([a.replace("{ckpt}", trained) for a in args]) == 2
+    try:
+        code = main([a.replace("{ckpt}", trained) for a in args])
+    except SystemExit as exit_info:  # an argument the parser refuses exits as in `fit`
+        code = exit_info.code
+    assert code == 2
     assert message in capsys.readouterr().err
 
 

@@ -1,0 +1,413 @@
+"""``lightning-cv export``, ``benchmark`` and ``explain``: a trained checkpoint leaves the lab.
+
+Each command starts from a checkpoint written by ``lightning-cv fit`` (or ``--ckpt_path best`` / ``last``, the newest
+run's) and takes its data settings from the checkpoint: the image size, mean, std and crop the model was trained
+with, and the dataset it was trained on. ``--data.*`` options (typed: every ``ImageDataModule`` argument) override
+them. The options are the keyword arguments of :func:`export`, :func:`benchmark` and :func:`explain`, parsed by the
+same parser class as ``fit`` (``--config``, ``--print_config``, the same one-line errors). This module wires; the
+work is done in :mod:`lightning_cv.deploy` and :mod:`lightning_cv.interpret`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
+
+__all__ = ["DEPLOY_COMMANDS", "benchmark", "explain", "export", "run_deploy_command"]
+
+
+# ---------------------------------------------------------------------------------------------------- the commands
+def export(
+    ckpt_path: str,
+    output: str,
+    quantize: Literal["none", "static", "dynamic", "auto"] = "none",
+    input_format: Literal["float", "uint8_nchw", "uint8_nhwc"] = "float",
+    softmax: bool = False,
+    opset: int = 17,
+    atol: float = 1e-4,
+    calibration_images: int = 256,
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax",
+    eval_images: int = 1000,
+    *,
+    data: dict[str, Any] | None = None,
+) -> int:
+    """Export a checkpoint to ONNX (fp32, or INT8 with --quantize), checked against PyTorch.
+
+    Args:
+        ckpt_path: checkpoint from `lightning-cv fit`, or best / last.
+        output: the .onnx file to write.
+        quantize: INT8: static (calibrated, CNNs), dynamic (Linear-heavy models), auto (chosen by where weights sit).
+        input_format: uint8_*: raw RGB pixels in, normalisation baked into the graph.
+        softmax: output probabilities instead of logits.
+        opset: ONNX opset.
+        atol: largest difference to PyTorch accepted.
+        calibration_images: training images that calibrate static INT8.
+        calibration_method: how activation ranges are calibrated.
+        eval_images: test images for the accuracy check (0: skip).
+        data: overrides of the checkpoint's data settings (the --data.* options).
+    """
+    from lightning_cv.deploy.evaluate import onnx_accuracy
+    from lightning_cv.deploy.onnx import export_onnx, write_metadata
+    from lightning_cv.deploy.quantize import quantize_onnx
+
+    target = Path(output)
+    if target.suffix != ".onnx":
+        raise ValueError(f"Expected `--output` to end in .onnx, but got '{target}'.")
+    if target.is_dir():
+        raise ValueError(f"`--output` '{target}' is a folder; pass a file name such as {target / 'model.onnx'}.")
+    model, data_hp = _load(ckpt_path)
+    needs_data = quantize in ("static", "auto") or eval_images > 0
+    datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=quantize == "static") if needs_data else None
+    mean, std, example, meta = _export_inputs(model, datamodule, data_hp, ckpt_path)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_path = target if quantize == "none" else Path(scratch) / "fp32.onnx"
+        report = export_onnx(
+            model, fp32_path, example, softmax=softmax, input_format=input_format, mean=mean, std=std, opset=opset,
+            metadata=meta, atol=atol,
+        )  # fmt: skip
+        diffs = ", ".join(f"batch {b}: {d:.1e}" for b, d in report.max_abs_diff.items())
+        print(f"ONNX fp32 parity with PyTorch (max abs difference): {diffs}")
+        found = _split_loader(datamodule, ("test", "val"), eval_images) if eval_images > 0 else None
+        if found:
+            print(f"Accuracy on {len(found[1].dataset)} {found[0]} images:")
+        if quantize == "none":
+            if found:
+                print(f"  fp32: {onnx_accuracy(target, found[1], input_format, mean, std):.2%}")
+            print(f"Wrote {target} ({target.stat().st_size / 1e6:.1f} MB, input {input_format})")
+            return 0
+        calibration = None
+        cal = _split_loader(datamodule, ("train", "val"), calibration_images)
+        if cal is not None:
+            from lightning_cv.deploy.evaluate import as_onnx_input
+
+            calibration = (as_onnx_input(images, input_format, mean, std) for images, _ in cal[1])
+        result = quantize_onnx(
+            fp32_path, target, mode=quantize, calibration=calibration, num_calibration_images=calibration_images,
+            calibration_method=calibration_method,
+        )  # fmt: skip
+        print(f"INT8 ({result.mode}: {result.reason}); calibration images: {result.calibration_images}")
+        print(
+            f"Size: {result.fp32_size_bytes / 1e6:.1f} MB fp32 -> {result.size_bytes / 1e6:.1f} MB INT8 "
+            f"({result.compression:.1f}x smaller)"
+        )
+        if found:
+            fp32_acc = onnx_accuracy(fp32_path, found[1], input_format, mean, std)
+            int8_acc = onnx_accuracy(target, found[1], input_format, mean, std)
+            print(f"  fp32: {fp32_acc:.2%}   INT8: {int8_acc:.2%}   change: {100 * (int8_acc - fp32_acc):+.2f} points")
+    write_metadata(target, {**report.metadata, "quantization": result.mode})
+    print(f"Wrote {target}")
+    return 0
+
+
+def benchmark(
+    ckpt_path: str,
+    output_dir: str = "runs/benchmark",
+    backends: str = "eager,compile,onnx,onnx_int8",
+    quantize: Literal["static", "dynamic", "auto"] = "auto",
+    batch_size: int = 32,
+    warmup: int = 10,
+    repeats: int = 50,
+    threads: int | None = None,
+    device: Literal["cpu", "cuda", "auto"] = "cpu",
+    eval_images: int = 1000,
+    calibration_images: int = 256,
+    *,
+    data: dict[str, Any] | None = None,
+) -> int:
+    """Latency, throughput, size and accuracy: PyTorch eager, torch.compile, ONNX Runtime fp32/INT8.
+
+    Args:
+        ckpt_path: checkpoint from `lightning-cv fit`, or best / last.
+        output_dir: where benchmark.csv/.md (and the exported files) are written.
+        backends: comma-separated: eager, compile, onnx, onnx_int8.
+        quantize: INT8 mode of the onnx_int8 backend.
+        batch_size: batch of the throughput measurement.
+        warmup: untimed runs before timing.
+        repeats: timed runs at batch 1.
+        threads: CPU threads (default: all PyTorch uses).
+        device: cpu, cuda or auto.
+        eval_images: test images for accuracy (0: none).
+        calibration_images: training images that calibrate static INT8.
+        data: overrides of the checkpoint's data settings (the --data.* options).
+    """
+    from lightning_cv.deploy.benchmark import BACKENDS, benchmark_backends, print_table, write_results
+
+    chosen = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = sorted(set(chosen) - set(BACKENDS))
+    if unknown:
+        raise ValueError(f"Unknown backend(s) {', '.join(unknown)} in `--backends`; choose from {', '.join(BACKENDS)}.")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`--device cuda` but no CUDA device is visible; use `--device cpu`.")
+    model, data_hp = _load(ckpt_path)
+    datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=False)
+    example = _example(model, datamodule, data_hp)
+    found = _split_loader(datamodule, ("test", "val"), eval_images or None) if eval_images else None
+    workdir = Path(output_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    skipped: dict[str, str] = {}
+    onnx_path, int8_path = _benchmark_exports(
+        model, datamodule, example, chosen, workdir, quantize, calibration_images, skipped, _metadata(
+            model, datamodule, data_hp, Path(ckpt_path).name
+        )
+    )
+    results = benchmark_backends(
+        model, example, onnx_path=onnx_path, int8_path=int8_path, eval_batches=found[1] if found else (),
+        backends=chosen, batch_size=batch_size, warmup=warmup, repeats=repeats, threads=threads, device=device,
+        skipped=skipped,
+    )  # fmt: skip
+    size = "x".join(str(s) for s in example.shape[2:])
+    split = f", accuracy on {len(found[1].dataset)} {found[0]} images" if found else ""
+    title = f"{model.hparams['backbone']} at {size} px on {device}{split}"
+    print_table(results, title)
+    paths = write_results(results, workdir, title)
+    print(f"Wrote {paths['csv']} and {paths['markdown']}")
+    return 0
+
+
+def explain(
+    ckpt_path: str,
+    images: str,
+    output: str,
+    alpha: float = 0.5,
+    target_class: int | None = None,
+    max_images: int | None = None,
+    rollout: bool = True,
+) -> int:
+    """Grad-CAM overlays (and ViT attention rollout) for a folder of images, plus a contact sheet.
+
+    Args:
+        ckpt_path: checkpoint from `lightning-cv fit`, or best / last.
+        images: a folder of images (searched recursively) or one file.
+        output: folder for the PNG overlays.
+        alpha: heatmap opacity.
+        target_class: explain this class, not the predicted one.
+        max_images: explain at most this many images.
+        rollout: ViTs: also write attention rollout maps (`--no_rollout` skips them).
+    """
+    from lightning_cv.interpret.explain import explain_images
+
+    if not Path(images).exists():
+        raise FileNotFoundError(f"`--images` '{images}' does not exist. Pass a folder of images or an image file.")
+    model, data_hp = _load(ckpt_path)
+    report = explain_images(
+        model,
+        [images] if Path(images).is_file() else images,
+        output,
+        data_config=_trained_data_config(model, data_hp),
+        target_class=target_class,
+        alpha=alpha,
+        rollout=None if rollout else False,
+        max_images=max_images,
+    )
+    print(report.summary())
+    return 0
+
+
+#: each command and whether it takes ``--data.*`` options
+DEPLOY_COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
+    "export": (export, True),
+    "benchmark": (benchmark, True),
+    "explain": (explain, False),
+}
+
+
+def run_deploy_command(command: str, args: list[str]) -> int:
+    """Run ``lightning-cv <command> <args>`` (export, benchmark or explain); returns the exit code."""
+    secure_parsing()
+    function, with_data = DEPLOY_COMMANDS[command]
+    parser = deploy_parser(command)
+    cfg = parser.parse_args(args).as_dict()
+    cfg.pop("config", None)
+    data = cfg.pop("data", None) or {}
+    options = {**cfg, "data": {k: v for k, v in data.items() if v is not None}} if with_data else cfg
+    return function(**options)
+
+
+def deploy_parser(command: str) -> ShortErrorParser:
+    """The parser of one deploy command: its function's typed options, ``--data.*``, ``--config``."""
+    from jsonargparse import ActionConfigFile, ActionYesNo
+
+    function, with_data = DEPLOY_COMMANDS[command]
+    doc = inspect.getdoc(function) or ""
+    parser = ShortErrorParser(prog=f"lightning-cv {command}", description=doc.splitlines()[0], default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
+    # switches are flags (`--softmax`, `--no_rollout`), as users of command lines expect, not `--softmax true`
+    flags = {n: p.default for n, p in inspect.signature(function).parameters.items() if isinstance(p.default, bool)}
+    parser.add_function_arguments(function, as_group=False, skip={"data", *flags})
+    for name, default in flags.items():
+        described = re.search(rf"^\s+{name}: (.*)$", doc, re.MULTILINE)
+        parser.add_argument(
+            f"--{name}", action=ActionYesNo, default=default, help=described.group(1) if described else None
+        )
+    if with_data:
+        from lightning_cv.data.datamodule import ImageDataModule
+
+        parser.add_class_arguments(ImageDataModule, "data", help="Override the checkpoint's data settings.")
+        # unset means "the checkpoint's": only the options the user gives replace what the model was trained with
+        parser.set_defaults({f"data.{key}": None for key in _data_keys()})
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------- wiring
+def _load(ckpt_path: str) -> tuple[Any, dict[str, Any]]:
+    """The classifier (EMA weights when the checkpoint has them) and the data module's saved settings.
+
+    The same safe path as ``fit``/``test``: the file is read as data and the model built from plain values
+    (:mod:`lightning_cv.models.checkpoint`), so nothing in a shared checkpoint runs.
+    """
+    from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, plain_hparams, read_checkpoint
+    from lightning_cv.models.classifier import ImageClassifier
+
+    if ckpt_path in ("best", "last"):
+        ckpt_path = find_checkpoint(ckpt_path, RUNS_DIR)
+        print(f"--ckpt_path resolved to {ckpt_path}")
+    meta = read_checkpoint(ckpt_path)
+    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    model.eval()
+    return model, plain_hparams(meta.get("datamodule_hyper_parameters"))
+
+
+def _data_keys() -> set[str]:
+    """The constructor arguments of ImageDataModule: what ``--data.*`` may set."""
+    from lightning_cv.data.datamodule import ImageDataModule
+
+    return set(inspect.signature(ImageDataModule.__init__).parameters) - {"self"}
+
+
+def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """The checkpoint's data settings with the command line's ``--data.*`` on top, set up for evaluation."""
+    from lightning_cv.data.datamodule import ImageDataModule
+
+    known = _data_keys()
+    settings = {k: v for k, v in {**data_hp, **overrides}.items() if k in known}  # not LightningCLI's _class_path
+    for key in ("image_size", "mean", "std", "interpolation", "crop_pct"):
+        if settings.get(key) is None and model.data_config.get(key if key != "image_size" else "input_size"):
+            value = model.data_config[key if key != "image_size" else "input_size"]
+            settings[key] = tuple(value[1:]) if key == "image_size" else value
+    if isinstance(settings.get("image_size"), (list, tuple)) and len(set(settings["image_size"])) == 1:
+        settings["image_size"] = int(settings["image_size"][0])
+    has_source = any(settings.get(k) for k in ("data_dir", "dataset", "train_file", "val_file", "test_file"))
+    if not has_source:
+        raise ValueError(
+            "No data to measure on: the checkpoint does not record its dataset. Pass it, e.g. "
+            "`--data.data_dir path/to/images` (class folders) or `--data.dataset shapes`."
+        )
+    settings.pop("predict_dir", None)
+    data = ImageDataModule(**settings)
+    data.setup("test")
+    if data.num_classes != model.hparams["num_classes"]:
+        raise ValueError(
+            f"The data has {data.num_classes} classes, the checkpoint's model {model.hparams['num_classes']}. "
+            "Point `--data.*` at the dataset the model was trained on."
+        )
+    return data
+
+
+def _datamodule_or_note(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any], needed: bool) -> Any:
+    """The evaluation data module, or ``None`` with a printed note when there is none (an error when ``needed``)."""
+    try:
+        return _datamodule(model, data_hp, overrides)
+    except ValueError as err:
+        if needed:
+            raise ValueError(f"Static quantization needs calibration images. {err}") from err
+        print(f"Note: no accuracy check ({err})")
+        return None
+
+
+def _split_loader(data: Any, splits: tuple[str, ...], num_images: int | None) -> tuple[str, Any] | None:
+    if data is None:
+        return None
+    for split in splits:
+        try:
+            return split, data.eval_dataloader(split, num_images)
+        except ValueError:
+            continue
+    return None
+
+
+def _trained_data_config(model: Any, data_hp: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing the model was trained with: the backbone's config, overridden by the data settings saved in
+    the checkpoint (a model pretrained at 224 px and trained at 32 px is exported and explained at 32 px)."""
+    config = dict(model.data_config)
+    for key in ("mean", "std", "interpolation", "crop_pct"):
+        if data_hp.get(key) is not None:
+            config[key] = data_hp[key]
+    if data_hp.get("image_size") is not None:
+        size = data_hp["image_size"]
+        config["input_size"] = (3, *size) if isinstance(size, (list, tuple)) else (3, size, size)
+    return config
+
+
+def _example(model: Any, data: Any | None, data_hp: dict[str, Any]) -> Tensor:
+    if data is not None:
+        size = data.data_config["image_size"]
+        height, width = size if isinstance(size, tuple) else (size, size)
+        return torch.zeros(1, 3, height, width)
+    return torch.zeros(1, *_trained_data_config(model, data_hp)["input_size"])
+
+
+def _metadata(model: Any, data: Any | None, data_hp: dict[str, Any], weights: str) -> dict[str, Any]:
+    config = data.data_config if data is not None else _trained_data_config(model, data_hp)
+    meta: dict[str, Any] = {"weights": weights, "backbone": model.hparams["backbone"]}
+    if model.hparams.get("class_names"):
+        meta["class_names"] = list(model.hparams["class_names"])
+    for key in ("mean", "std", "interpolation", "crop_pct"):
+        if config.get(key) is not None:
+            meta[key] = list(config[key]) if isinstance(config[key], tuple) else config[key]
+    return meta
+
+
+def _export_inputs(
+    model: Any, data: Any | None, data_hp: dict[str, Any], ckpt_path: str
+) -> tuple[Any, Any, Tensor, dict[str, Any]]:
+    """Mean, std, an example batch and the metadata of an export: the data module's settings, else the trained ones."""
+    config = data.data_config if data is not None else _trained_data_config(model, data_hp)
+    example = _example(model, data, data_hp)
+    meta = {**_metadata(model, data, data_hp, Path(ckpt_path).name), "input_size": list(example.shape[1:])}
+    return config["mean"], config["std"], example, meta
+
+
+def _benchmark_exports(
+    model: Any,
+    data: Any | None,
+    example: Tensor,
+    backends: list[str],
+    workdir: Path,
+    mode: Literal["static", "dynamic", "auto"],
+    calibration_images: int,
+    skipped: dict[str, str],
+    metadata: dict[str, Any],
+) -> tuple[Path | None, Path | None]:
+    """The fp32 and INT8 ONNX files the chosen backends run (``None`` where not needed); may drop ``onnx_int8``."""
+    from lightning_cv.deploy.onnx import export_onnx
+    from lightning_cv.deploy.quantize import choose_quantization, quantize_onnx
+
+    onnx_path = int8_path = None
+    if {"onnx", "onnx_int8"} & set(backends):
+        onnx_path = workdir / "model.onnx"
+        export_onnx(model, onnx_path, example, metadata=metadata)
+    if "onnx_int8" not in backends or onnx_path is None:
+        return onnx_path, None
+    cal = _split_loader(data, ("train", "val"), calibration_images)
+    calibration = (images.numpy() for images, _ in cal[1]) if cal is not None else None
+    if calibration is None and (mode == "static" or (mode == "auto" and choose_quantization(onnx_path)[0] == "static")):
+        skipped["onnx_int8"] = "static INT8 needs calibration images: pass --data.*"
+        backends.remove("onnx_int8")
+        return onnx_path, None
+    int8_path = workdir / "model.int8.onnx"
+    report = quantize_onnx(
+        onnx_path, int8_path, mode=mode, calibration=calibration, num_calibration_images=calibration_images
+    )
+    print(f"INT8: {report.mode} ({report.reason})")
+    return onnx_path, int8_path

@@ -1,0 +1,234 @@
+"""``lightning-cv fit|validate|test|predict``: LightningCLI over ImageClassifier and ImageDataModule.
+
+This module wires classes together and holds no training logic: the number of classes and the class names flow from
+the data to the model, the input size, mean, std and crop from the model (or its checkpoint) to the data, and
+``--ckpt_path best`` / ``last`` find the newest run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_cv.callbacks.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint
+from lightning_cv.callbacks.gallery import PredictionGallery
+from lightning_cv.callbacks.prediction_writer import PredictionWriter
+from lightning_cv.cli.checkpoint_settings import apply_checkpoint_settings
+from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
+from lightning_cv.cli.runs import RunConfigSaver, checkpoint_root, remove_run_without_results
+from lightning_cv.data.datamodule import DEFAULT_DATA_CONFIG, ImageDataModule
+from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, read_checkpoint
+from lightning_cv.models.classifier import ImageClassifier
+
+__all__ = ["TRAINER_DEFAULTS", "LightningCVCLI"]
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": RUNS_DIR, "name": "lightning_cv", "default_hp_metric": False},
+    },
+}
+
+
+class LightningCVCLI(LightningCLI):
+    """``lightning-cv fit|validate|test|predict``: LightningCLI with the defaults a practitioner adds by hand.
+
+    TensorBoard logging under ``runs/``, checkpoints of the best (by ``val_acc``) and the last epoch, an LR monitor,
+    a gallery of the worst validation predictions (``--gallery_images``),
+    optional early stopping (``--early_stopping_patience``), the LR range test and batch-size finder
+    (``--tune.lr_find``, ``--tune.batch_size``) and a CSV prediction writer.
+    """
+
+    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
+        secure_parsing()
+        kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("save_config_callback", RunConfigSaver)
+        kwargs.setdefault("parser_kwargs", {"default_env": False, "prog": "lightning-cv"})
+        kwargs.setdefault("parser_class", ShortErrorParser)
+        # no `_instantiator` in saved hyperparameters: a checkpoint is rebuilt from plain values, never by jsonargparse
+        kwargs.setdefault("load_from_checkpoint_support", False)
+        started = time.time()
+        try:
+            super().__init__(ImageClassifier, ImageDataModule, args=args, run=run, **kwargs)
+        except BaseException:
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None:
+                remove_run_without_results(trainer, since=started)
+            raise
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch:03d}-{val_acc:.4f}",
+            }
+        )
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
+        parser.add_argument(
+            "--early_stopping_patience",
+            type=int | None,
+            default=None,
+            help="Stop when val_acc has not improved for this many validation rounds (default: off).",
+        )
+        parser.add_argument(
+            "--gallery_images",
+            type=int,
+            default=16,
+            help="Validation images shown each epoch, worst mistakes first (0: no gallery).",
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int | None,
+            default=None,
+            help="Also save step-<N>.ckpt every this many optimizer steps (long epochs, preemptible machines).",
+        )
+        parser.add_argument(
+            "--checkpoint_every_minutes",
+            type=float | None,
+            default=None,
+            help="Also save step-<N>.ckpt every this many minutes of training.",
+        )
+        parser.add_argument("--checkpoint_keep", type=int, default=2, help="How many periodic checkpoints to keep.")
+        parser.add_argument("--tune.lr_find", type=bool, default=False, help="Run the LR range test before fit.")
+        parser.add_argument("--tune.lr_find_steps", type=int, default=100, help="Steps of the LR range test.")
+        parser.add_argument("--tune.batch_size", type=bool, default=False, help="Find the largest batch size first.")
+
+    # ------------------------------------------------------------------ parsing
+    def _sub(self) -> Any:
+        return self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        if sub is None:
+            return
+        cfg = self.config[sub]
+        ckpt = cfg.get("ckpt_path")
+        if ckpt == "last" and sub == "fit":
+            # a requeued job runs the same command every time: the first start has nothing to resume yet
+            try:
+                cfg.ckpt_path = ckpt = find_checkpoint(ckpt, checkpoint_root(cfg))
+                rank_zero_info(f"--ckpt_path resolved to {ckpt}")
+            except FileNotFoundError:
+                cfg.ckpt_path = ckpt = None
+                rank_zero_info("--ckpt_path last: no checkpoint yet, training starts from the beginning.")
+        elif ckpt in ("best", "last"):
+            cfg.ckpt_path = ckpt = find_checkpoint(ckpt, checkpoint_root(cfg))
+            rank_zero_info(f"--ckpt_path resolved to {ckpt}")
+        if ckpt:
+            checkpoint = read_checkpoint(ckpt)
+            given = parser.parse_object(args, defaults=False) if isinstance(args, dict) else None
+            if given is None:
+                given = parser.parse_args(args, defaults=False)  # what the user set: command line and configs
+            given_model = given[sub].get("model") if given.get(sub) is not None else None
+            apply_checkpoint_settings(
+                cfg.model, checkpoint, given_model.as_dict() if given_model is not None else {}, sub
+            )
+            self._data_from_checkpoint = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        elif sub in ("validate", "test", "predict"):
+            raise ValueError(
+                f"`lightning-cv {sub}` needs a trained model: pass `--ckpt_path` with a checkpoint from "
+                "`lightning-cv fit` (or `--ckpt_path best` for the newest run's best one)."
+            )
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaces LightningCLI's merge of the checkpoint's hyperparameters into the config (done in parse_arguments).
+
+        LightningCLI parses them through jsonargparse, which builds any class a ``class_path`` in them names (code
+        from the file runs), and lets them silently override what the user typed. :func:`apply_checkpoint_settings`
+        takes them as plain values and refuses options that contradict the checkpoint.
+        """
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._sub()
+        data_hp = getattr(self, "_data_from_checkpoint", None)
+        if data_hp is not None:
+            # evaluation and prediction see images the way training did: same size, statistics and crop
+            for key in DEFAULT_DATA_CONFIG:
+                if cfg.data.get(key) is None and data_hp.get(key) is not None:
+                    cfg.data[key] = data_hp[key]
+        if cfg.model.get("num_classes") is None:
+            data = ImageDataModule(**cfg.data.as_dict())
+            cfg.model.num_classes = data.num_classes
+            if cfg.model.get("class_names") is None:
+                cfg.model.class_names = data.class_names
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        cfg = self._sub()
+        callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
+        if trainer.loggers:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if cfg.get("gallery_images"):
+            callbacks.append(PredictionGallery(num_images=cfg.gallery_images))
+        if cfg.get("early_stopping_patience") is not None:
+            callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.early_stopping_patience))
+        if self.subcommand == "fit":
+            every_n, minutes = cfg.get("checkpoint_every_n_steps"), cfg.get("checkpoint_every_minutes")
+            if every_n is not None or minutes is not None:
+                dirpath = cfg.checkpoint.get("dirpath") if cfg.get("checkpoint") is not None else None
+                callbacks.append(
+                    PeriodicCheckpoint(
+                        every_n_steps=every_n, every_minutes=minutes, keep=cfg.checkpoint_keep, dirpath=dirpath
+                    )
+                )
+            callbacks.append(
+                PreemptionCheckpoint(dirpath=cfg.checkpoint.get("dirpath") if cfg.get("checkpoint") else None)
+            )
+        return trainer
+
+    # ------------------------------------------------------------------ subcommands
+    def before_fit(self) -> None:
+        cfg = self._sub()
+        if cfg.tune.batch_size or cfg.tune.lr_find:
+            from lightning.pytorch.tuner import Tuner
+
+            tuner = Tuner(self.trainer)
+            if cfg.tune.batch_size:
+                tuner.scale_batch_size(self.model, datamodule=self.datamodule, mode="power")
+                rank_zero_info(f"Batch size finder chose {self.datamodule.hparams['batch_size']}.")
+            if cfg.tune.lr_find:
+                steps = cfg.tune.lr_find_steps
+                result = tuner.lr_find(self.model, datamodule=self.datamodule, num_training=steps)
+                directory = Path(self.trainer.log_dir or RUNS_DIR)  # a collective: asked on every rank
+                if result is not None and self.trainer.is_global_zero:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    figure: Any = result.plot(suggest=True, show=False)
+                    figure.savefig(directory / "lr_find.png")
+                    suggestion = result.suggestion()
+                    if suggestion is None:
+                        print(
+                            f"LR range test: no clear suggestion from {len(result.results['lr'])} steps; "
+                            f"keeping lr={self.model.hparams['lr']}. Plot: {directory / 'lr_find.png'}"
+                        )
+                    else:
+                        print(f"LR range test suggests lr={suggestion:.3g} (used). Plot: {directory / 'lr_find.png'}")
+
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        lines = [f"Run directory: {self.trainer.log_dir}"]
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
+            score = checkpoint.best_model_score
+            lines.append(
+                f"Best checkpoint: {checkpoint.best_model_path}"
+                + (f" ({checkpoint.monitor}={float(score):.4f})" if score is not None else "")
+            )
+        if self.trainer.loggers:
+            lines.append(f"TensorBoard: tensorboard --logdir {self.trainer.loggers[0].save_dir}")
+        if self.trainer.is_global_zero:
+            print("\n".join(lines))
+
+    def before_predict(self) -> None:
+        cfg = self._sub()
+        if cfg.get("return_predictions") is None:
+            # results stream to the prediction writer's files; keeping them all in memory helps nobody
+            self.config_init[self.subcommand]["return_predictions"] = False
