@@ -1,4 +1,4 @@
-"""A checkpoint or config from someone else must never run code: planted class specs, every subcommand.
+"""A checkpoint or config from someone else must never run code: planted payloads, every subcommand.
 
 Each gadget below creates a marker file when it is built (the first test proves they are live). They are planted
 where jsonargparse would build them: in a checkpoint's saved hyperparameters (which LightningCLI re-parses and
@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from lightning_cv import ImageClassifier
-from lightning_cv.cli import main
+from lightning_cv.cli import LightningCVCLI, main
 from tests.conftest import TINY_CLI as TINY
 
 SUBCOMMANDS = ["fit", "validate", "test", "predict", "export", "benchmark", "explain"]
@@ -24,7 +24,8 @@ PLACES = ["hyper_parameters.backbone_kwargs", "hyper_parameters.compile", "hyper
 
 
 def gadgets(marker: Path) -> list[dict]:
-    """Class specs that create ``marker`` when built; none of them is on jsonargparse's import denylist."""
+    """Class specs that create ``marker`` when built. jsonargparse's own denylist knows ``subprocess`` and ``logging``
+    but not ``sympy``, and a checkpoint's settings never meet that denylist at all: they are refused by shape."""
     return [
         {"class_path": "sympy.Lambda",
          "init_args": {"signature": f"__import__('pathlib').Path({str(marker)!r}).touch()", "expr": 0}},
@@ -152,3 +153,117 @@ def test_class_specs_in_a_config_never_run(checkpoint, in_tmp, capsys, subcomman
         err = capsys.readouterr().err
         assert f"`{name}` holds a class spec" in err, err
         assert not marker.exists()
+
+
+# ------------------------------------------------------------------ settings that are data but still act
+def gadget_compile(marker: Path) -> dict:
+    """Inductor runs its `cpp.cxx` setting as a command (split like a shell line): a command in a plain dict."""
+    return {"options": {"cpp.cxx": [f"sh -c 'touch {marker}; exec g++ \"$@\"' sh"]}}
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+def test_compile_and_pretrained_never_come_from_a_checkpoint(checkpoint, in_tmp, subcommand):
+    """`compile` options could run a command, `pretrained` + a URL overlay would download: neither is taken."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["hyper_parameters"]["compile"] = gadget_compile(in_tmp / "PWNED")
+    ckpt["hyper_parameters"]["pretrained"] = True  # with the overlay, timm would fetch from this (closed) port
+    ckpt["hyper_parameters"]["backbone_kwargs"] = {"pretrained_cfg_overlay": {"url": "http://127.0.0.1:9/w.pth"}}
+    torch.save(ckpt, in_tmp / "shared.ckpt")
+    assert main(command(subcommand, str(in_tmp / "shared.ckpt"))) == 0
+    model = ImageClassifier.load_from_checkpoint(in_tmp / "shared.ckpt")
+    assert model.hparams["compile"] is False and model.hparams["pretrained"] is False
+    LightningCVCLI(args=["validate", *TINY, "--ckpt_path=shared.ckpt", "--trainer.logger=false"])
+    assert not (in_tmp / "PWNED").exists()
+
+
+def test_compile_options_that_take_text_are_refused(in_tmp, capsys):
+    (in_tmp / "shared.yaml").write_text(yaml.safe_dump({"model": {"compile": gadget_compile(in_tmp / "PWNED")}}))
+    assert main(["fit", *TINY, "--trainer.max_epochs=1", "--config", "shared.yaml"]) == 2
+    assert "`compile['options']` may set switches and numbers only, but 'cpp.cxx'" in capsys.readouterr().err
+    assert not (in_tmp / "PWNED").exists()
+    switches = {"options": {"max_autotune": True}}
+    ImageClassifier(num_classes=3, backbone="test_resnet", pretrained=False, compile=switches)  # accepted
+
+
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        {"callbacks": [{"class_path": "lightning.pytorch.callbacks.LambdaCallback",
+                        "init_args": {"on_fit_start": "GADGET"}}]},
+        {"strategy": {"class_path": "lightning.pytorch.strategies.DDPStrategy",
+                      "init_args": {"ddp_comm_hook": "GADGET"}}},
+    ],
+)  # fmt: skip
+def test_callables_inside_allowed_classes_cannot_name_other_modules(in_tmp, capsys, trainer):
+    marker = in_tmp / "PWNED"
+    text = yaml.safe_dump({"trainer": trainer}).replace("GADGET", "{}")
+    config = yaml.safe_load(text)
+    for gadget in gadgets(marker):
+        section = config["trainer"]
+        spec = section["callbacks"][0] if "callbacks" in section else section["strategy"]
+        key = next(iter(spec["init_args"]))
+        spec["init_args"][key] = gadget
+        (in_tmp / "shared.yaml").write_text(yaml.safe_dump(config))
+        with pytest.raises(SystemExit):
+            main(["fit", *TINY, "--trainer.max_epochs=1", "--config", "shared.yaml"])
+        assert "is not allowed" in capsys.readouterr().err
+        assert not marker.exists()
+
+
+def test_own_modules_are_allowed_through_the_environment_only(in_tmp, capsys, monkeypatch):
+    args = ["fit", *TINY, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.logger=false"]
+    callback = "--trainer.callbacks+=tests.cli_plugins.CountingCallback"
+    with pytest.raises(SystemExit):
+        main([*args, callback])
+    assert "is not allowed" in capsys.readouterr().err
+    monkeypatch.setenv("LIGHTNING_CV_ALLOW_IMPORTS", "tests.cli_plugins")
+    assert main([*args, callback]) == 0
+    from tests.cli_plugins import CountingCallback
+
+    assert CountingCallback.fits == 1
+
+
+def test_checkpoint_callback_paths_outside_their_folder_are_refused(checkpoint, in_tmp, capsys):
+    """Lightning deletes the files a resumed ModelCheckpoint remembers; `..` must not reach yours."""
+    victim = in_tmp / "notes.txt"
+    victim.write_text("keep me")
+    ckpt = torch.load(checkpoint, weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    state["dirpath"] = "runs/lightning_cv/version_0/checkpoints"
+    state["last_model_path"] = f"{state['dirpath']}/../../../../notes.txt"
+    torch.save(ckpt, in_tmp / "shared.ckpt")
+    assert main(["fit", *TINY, "--ckpt_path=shared.ckpt", "--trainer.max_epochs=2"]) == 2
+    assert "names files outside its checkpoint folder" in capsys.readouterr().err
+    from lightning_cv import ImageDataModule
+    from tests.conftest import tiny_trainer
+
+    model = ImageClassifier(num_classes=6, backbone="test_resnet", pretrained=False)
+    data = ImageDataModule(image_size=32, batch_size=12, dataset_kwargs={"num_train": 24, "num_val": 12})
+    with pytest.raises(ValueError, match="names files outside its checkpoint folder"):
+        tiny_trainer(in_tmp, max_epochs=2).fit(model, data, ckpt_path=in_tmp / "shared.ckpt")  # plain Python
+    assert victim.read_text() == "keep me"
+
+
+def test_hparams_file_is_read_as_plain_yaml(checkpoint, in_tmp):
+    (in_tmp / "hparams.yaml").write_text("optimizer: !!python/name:os.system\n")
+    with pytest.raises(ValueError, match="is not plain YAML"):
+        ImageClassifier.load_from_checkpoint(checkpoint, hparams_file=in_tmp / "hparams.yaml")
+
+
+def test_legacy_hparams_sections_are_checked_too(checkpoint, in_tmp):
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["hparams"] = {"backbone_kwargs": {"x": gadgets(in_tmp / "PWNED")[0]}}
+    torch.save(ckpt, in_tmp / "shared.ckpt")
+    with pytest.raises(ValueError, match="its hparams name classes to build"):
+        ImageClassifier.load_from_checkpoint(in_tmp / "shared.ckpt")
+
+
+def test_a_checkpoint_never_makes_the_deploy_commands_download(checkpoint, in_tmp, capsys):
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["datamodule_hyper_parameters"].update(
+        dataset="cifar10", download=True, data_dir=str(in_tmp / "downloads"), dataset_kwargs=None
+    )
+    torch.save(ckpt, in_tmp / "shared.ckpt")
+    assert main(["export", "--ckpt_path", "shared.ckpt", "--output", "m.onnx"]) == 0
+    assert "Note: no accuracy check (CIFAR10 is not in" in capsys.readouterr().out
+    assert not (in_tmp / "downloads").exists()

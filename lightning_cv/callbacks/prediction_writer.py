@@ -44,8 +44,9 @@ class PredictionWriter(BasePredictionWriter):
 
     File and class names come from the data, and spreadsheet programs run a CSV cell that starts with ``=``, ``+``,
     ``-``, ``@``, a tab or a carriage return as a formula (CSV injection). In the CSV file such text cells (path,
-    class, top-k and error) get a leading ``'``, which spreadsheets show as text; the numbers this writer formats
-    itself are left as they are. The JSON Lines file keeps every value unchanged: it is read by programs, not
+    class, top-k and each class name inside it, error) get a leading ``'``, which spreadsheets show as text, and
+    every text cell is quoted, so a spreadsheet that splits on ``;`` cannot cut a cell into a new one that starts a
+    formula; the numbers this writer formats itself are left as they are. The JSON Lines file keeps every value unchanged: it is read by programs, not
     spreadsheets.
 
     Works with any LightningModule whose ``predict_step`` returns class probabilities (a tensor, or a dict with
@@ -97,7 +98,8 @@ class PredictionWriter(BasePredictionWriter):
             self.paths[fmt] = path
             self._files[fmt] = open(path, "w", newline="", encoding="utf-8")
         if "csv" in self._files:
-            self._csv = csv.writer(self._files["csv"])
+            # every text cell in quotes: a spreadsheet that splits on ";" (or "," in other locales) keeps it whole
+            self._csv = csv.writer(self._files["csv"], quoting=csv.QUOTE_NONNUMERIC)
             self._csv.writerow(["path", "predicted_class", "predicted_index", "probability", "top_k", "error"])
 
     def _rows(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> list[dict[str, Any]]:
@@ -131,7 +133,7 @@ class PredictionWriter(BasePredictionWriter):
     def _write(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             if self._csv is not None:
-                top = ";".join(f"{name}:{p:.4f}" for name, p in row["top_k"])
+                top = ";".join(f"{csv_text(name)}:{p:.4f}" for name, p in row["top_k"])  # each name is a cell start
                 path, name, error = str(row["path"]), str(row["predicted_class"]), str(row["error"])
                 self._csv.writerow(
                     [

@@ -8,13 +8,16 @@ from typing import Any
 from lightning_cv.models.checkpoint import plain_hparams
 from lightning_cv.models.classifier import ImageClassifier
 
-__all__ = ["ARCHITECTURE_OPTIONS", "RUNTIME_OPTIONS", "apply_checkpoint_settings"]
+__all__ = ["ARCHITECTURE_OPTIONS", "NOT_FROM_CHECKPOINT", "RUNTIME_OPTIONS", "apply_checkpoint_settings"]
 
 
 #: model options that define the weights' shapes and meaning: a checkpoint's weights fit only its own
 ARCHITECTURE_OPTIONS = ("backbone", "backbone_kwargs", "num_classes", "class_names")
-#: model options that change how the model runs, not what it computes: free to differ from the checkpoint
+#: model options that change how the model runs, not what it computes: the user's (or the default), never the file's
+#: (a shared checkpoint's `compile` options could name a compiler command to run)
 RUNTIME_OPTIONS = ("compile", "channels_last")
+#: a checkpoint brings its weights: `pretrained` is always False, so a file cannot make the model download anything
+NOT_FROM_CHECKPOINT = {*RUNTIME_OPTIONS, "pretrained"}
 
 
 def apply_checkpoint_settings(
@@ -25,16 +28,19 @@ def apply_checkpoint_settings(
     What the user set (``given``: command line and config files, without defaults) must agree with the checkpoint
     where the checkpoint decides: its architecture and classes always (the weights fit nothing else), and every
     setting when resuming with ``fit`` (the run continues with its optimizer and schedule state, so a new ``lr``
-    could not take effect). ``compile`` and ``channels_last`` may always differ; in ``validate``/``test``/``predict``
-    the evaluation settings (``top_k``, ``label_smoothing``, ...) given by the user apply. ``pretrained`` is the
-    checkpoint's (the weights come from it).
+    could not take effect). In ``validate``/``test``/``predict`` the evaluation settings (``top_k``,
+    ``label_smoothing``, ...) given by the user apply. ``compile`` and ``channels_last`` are never taken from the
+    checkpoint, and ``pretrained`` is always False (the weights come from the checkpoint).
     """
     known = set(inspect.signature(ImageClassifier.__init__).parameters) - {"self"}
     saved = plain_hparams(checkpoint.get("hyper_parameters"), allowed=known)
     conflicts = []
+    model_cfg["pretrained"] = False
     for key, value in saved.items():
-        if key in given and key != "pretrained" and _plain(given[key]) != _plain(value):
-            if key in RUNTIME_OPTIONS or (subcommand != "fit" and key not in ARCHITECTURE_OPTIONS):
+        if key in NOT_FROM_CHECKPOINT:
+            continue
+        if key in given and _plain(given[key]) != _plain(value):
+            if subcommand != "fit" and key not in ARCHITECTURE_OPTIONS:
                 continue  # the user's value applies
             conflicts.append(f"`model.{key}` is {given[key]!r} here but {value!r} in the checkpoint")
         model_cfg[key] = value

@@ -290,7 +290,8 @@ def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) 
     from lightning_cv.data.datamodule import ImageDataModule
 
     known = _data_keys()
-    settings = {k: v for k, v in {**data_hp, **overrides}.items() if k in known}  # not LightningCLI's _class_path
+    # a checkpoint names the data it was trained on, but never makes this machine download anything
+    settings = {k: v for k, v in {**data_hp, "download": False, **overrides}.items() if k in known}
     for key in ("image_size", "mean", "std", "interpolation", "crop_pct"):
         if settings.get(key) is None and model.data_config.get(key if key != "image_size" else "input_size"):
             value = model.data_config[key if key != "image_size" else "input_size"]
@@ -318,7 +319,7 @@ def _datamodule_or_note(model: Any, data_hp: dict[str, Any], overrides: dict[str
     """The evaluation data module, or ``None`` with a printed note when there is none (an error when ``needed``)."""
     try:
         return _datamodule(model, data_hp, overrides)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # no source recorded, or the recorded one is not on this machine
         if needed:
             raise ValueError(f"Static quantization needs calibration images. {err}") from err
         print(f"Note: no accuracy check ({err})")

@@ -18,8 +18,9 @@ def main(args: list[str] | None = None) -> int:
 
     ``fit``, ``validate``, ``test`` and ``predict`` go to :class:`~lightning_cv.cli.train.LightningCVCLI`;
     ``export``, ``benchmark`` and ``explain`` to :func:`lightning_cv.cli.deploy.run_deploy_command`. Bad input
-    (``ValueError``, ``TypeError``, ``FileNotFoundError``, an export failure, a Trainer setting the machine cannot
-    run) is one line on stderr and exit code 2; argument errors exit with 2 through the parser.
+    (``ValueError``, ``TypeError``, ``OSError`` such as a missing file or a failed download, an export failure, a
+    Trainer setting the machine cannot run) is one line on stderr and exit code 2; argument errors exit with 2
+    through the parser.
     """
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -42,7 +43,7 @@ def main(args: list[str] | None = None) -> int:
         # PreemptionCheckpoint has saved the run; a non-zero status tells the scheduler to start it again
         print("lightning-cv: stopped by SIGTERM; resume with `--ckpt_path last`.", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
-    except (ValueError, TypeError, FileNotFoundError, ExportError, MisconfigurationException) as err:
+    except (ValueError, TypeError, OSError, ExportError, MisconfigurationException) as err:
         if os.environ.get("LIGHTNING_CV_DEBUG"):
             raise
         print(error_line(err), file=sys.stderr)

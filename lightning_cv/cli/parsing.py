@@ -14,7 +14,8 @@ from typing import Any
 from lightning.pytorch.cli import LightningArgumentParser
 
 __all__ = [
-    "EXTRA_IMPORT_DENYLIST",
+    "ALLOW_IMPORTS_ENV",
+    "IMPORT_ALLOWLIST",
     "ShortErrorParser",
     "check_config_files",
     "error_line",
@@ -22,21 +23,43 @@ __all__ = [
     "short_error",
 ]
 
-#: modules a config may not name in a class path or callable (jsonargparse refuses them); on top of its own list
-EXTRA_IMPORT_DENYLIST = ["shutil", "importlib", "pickle", "socket", "ctypes", "code", "pty", "runpy", "sys"]
+#: what a config may name in a class path or as a callable: Lightning's pluggable parts, optimizers and schedulers,
+#: and lightning_cv. Everything else is denied before it is imported (an allowlist: no denylist can know every
+#: callable that evaluates a string, such as sympy.Lambda, or modules that act when imported).
+IMPORT_ALLOWLIST = [
+    "lightning.pytorch.accelerators",
+    "lightning.pytorch.callbacks",
+    "lightning.pytorch.loggers",
+    "lightning.pytorch.plugins",
+    "lightning.pytorch.profilers",
+    "lightning.pytorch.strategies",
+    "lightning.fabric.plugins",
+    "lightning_cv",
+    "torch.optim",
+]
+#: the environment variable that adds modules of your own to :data:`IMPORT_ALLOWLIST` (comma-separated). An
+#: environment variable, not an option: a config must not be able to widen what it may import.
+ALLOW_IMPORTS_ENV = "LIGHTNING_CV_ALLOW_IMPORTS"
 
 
 def secure_parsing() -> None:
-    """Read configs as data: dict-typed options never build a class spec, and class options never name a module
-    on the denylist (jsonargparse's own plus :data:`EXTRA_IMPORT_DENYLIST`).
+    """Read configs as data: dict-typed options never build a class spec, and class paths or callables may only
+    name modules on :data:`IMPORT_ALLOWLIST` (plus those in ``$LIGHTNING_CV_ALLOW_IMPORTS``).
 
     jsonargparse builds a ``{"class_path": ...}`` found in an option typed ``Any`` or ``dict`` until its 5.0 unless
     told not to; ``backbone_kwargs``, ``dataset_kwargs`` and ``compile`` are such options, and a shared config could
-    name any callable there. These are process-wide jsonargparse settings, applied when a subcommand starts.
+    name any callable there. A class option (a callback, a logger) builds only subclasses of its type, but their
+    arguments may be callables (``LambdaCallback(on_fit_start=...)``), so what may be named at all is allowlisted.
+    These are process-wide jsonargparse settings, applied when a subcommand starts.
     """
     from jsonargparse import set_parsing_settings
 
-    set_parsing_settings(import_path_denylist=EXTRA_IMPORT_DENYLIST, instantiate_subclass_spec_in_any=False)
+    own = [m.strip() for m in os.environ.get(ALLOW_IMPORTS_ENV, "").split(",") if m.strip()]
+    set_parsing_settings(
+        import_path_denylist=["*"],
+        import_path_allowlist=[*IMPORT_ALLOWLIST, *own],
+        instantiate_subclass_spec_in_any=False,
+    )
 
 
 class ShortErrorParser(LightningArgumentParser):

@@ -24,7 +24,7 @@ import torch
 
 from lightning_cv.plain_data import class_specs
 
-__all__ = ["RUNS_DIR", "find_checkpoint", "plain_hparams", "read_checkpoint"]
+__all__ = ["RUNS_DIR", "find_checkpoint", "plain_hparams", "read_checkpoint", "refuse_stray_paths"]
 
 #: where the command line writes runs (one folder per run below it), and where ``best`` / ``last`` are looked for
 RUNS_DIR = "runs"
@@ -38,7 +38,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         FileNotFoundError: there is no such file.
         ValueError: the file is not a readable checkpoint, holds pickled objects, is not an ImageClassifier
-            checkpoint, or its hyperparameters name classes to build.
+            checkpoint, its hyperparameters name classes to build, or its callback states name files outside
+            their folder.
     """
     file = Path(path)
     if not file.is_file():
@@ -61,7 +62,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"'{path}' is not a lightning_cv checkpoint (it has no ImageClassifier hyperparameters). Pass a checkpoint "
             "written by `lightning-cv fit` or by a Trainer fitting an ImageClassifier."
         )
-    for section in ("hyper_parameters", "datamodule_hyper_parameters"):
+    # "hparams" and "module_arguments": where Lightning 0.7 kept them; its loader still reads them
+    for section in ("hyper_parameters", "datamodule_hyper_parameters", "hparams", "module_arguments"):
         found = class_specs(ckpt.get(section) or {})
         if found:
             raise ValueError(
@@ -70,7 +72,40 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "code. If you wrote this checkpoint yourself with your own classes, load it in Python with "
                 "`ImageClassifier.load_from_checkpoint(path, trust_checkpoint=True)`."
             )
+    refuse_stray_paths(ckpt, path)
     return ckpt
+
+
+#: paths a ModelCheckpoint keeps in its state; Lightning deletes the files they name when it rotates checkpoints
+_PATH_KEYS = ("best_model_path", "last_model_path", "kth_best_model_path")
+
+
+def refuse_stray_paths(checkpoint: Mapping[str, Any], source: str | os.PathLike[str] = "the checkpoint") -> None:
+    """Refuse a checkpoint whose callback states name files outside their own checkpoint folder.
+
+    A resumed ``ModelCheckpoint`` takes over these paths and later deletes the files they name (an older ``last``,
+    a best model pushed out of the top k). A path such as ``<dirpath>/../../../home/you/notes.txt`` passes Lightning's
+    own "is it in my folder" test, which does not normalise ``..``; a file from elsewhere could thus delete any file
+    you can delete. Called by :func:`read_checkpoint` and when a classifier's checkpoint is restored.
+    """
+    stray = []
+    for name, state in (checkpoint.get("callbacks") or {}).items():
+        if not isinstance(state, Mapping) or "dirpath" not in state:
+            continue
+        folder = os.path.normpath(os.path.abspath(str(state.get("dirpath") or "")))
+        paths = [state.get(key) for key in _PATH_KEYS] + list((state.get("best_k_models") or {}).keys())
+        for value in paths:
+            if not value:
+                continue
+            resolved = os.path.normpath(os.path.abspath(str(value)))
+            if not state.get("dirpath") or os.path.dirname(resolved) != folder:
+                stray.append(f"{name}: {value!r}")
+    if stray:
+        raise ValueError(
+            f"Refusing {source}: its checkpoint-callback state names files outside its checkpoint folder "
+            f"({'; '.join(stray[:5])}). Resuming would let Lightning delete them. Resume from a checkpoint written by "
+            "your own run, or start a new run from its weights with `--model.pretrained <checkpoint>`."
+        )
 
 
 def plain_hparams(hparams: Mapping[str, Any] | None, allowed: set[str] | None = None) -> dict[str, Any]:

@@ -54,7 +54,10 @@ def test_csv_cells_from_file_and_class_names_are_neutralised(tmp_path, monkeypat
 
     rows = list(csv.reader((tmp_path / "out" / "predictions.csv").open(newline="")))
     assert rows[0] == ["path", "predicted_class", "predicted_index", "probability", "top_k", "error"]
-    assert rows[1] == ["'" + FORMULA_FILE, "'@SUM(1+1)", "0", "0.7", "'@SUM(1+1):0.7000;-2+3:0.2000", ""]
+    # each class name inside top_k is a cell start too for a spreadsheet that splits on ";"
+    assert rows[1] == ["'" + FORMULA_FILE, "'@SUM(1+1)", "0", "0.7", "'@SUM(1+1):0.7000;'-2+3:0.2000", ""]
+    raw = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert raw[1].startswith('"\'=HYPERLINK(') and ',0,0.7,' in raw[1]  # text quoted, numbers as numbers
     assert rows[2][:5] == ["'+broken.png", "", "", "", ""] and rows[2][5].startswith("unreadable: empty file")
 
     lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
