@@ -46,8 +46,8 @@ class PredictionWriter(BasePredictionWriter):
     ``-``, ``@``, a tab or a carriage return as a formula (CSV injection). In the CSV file such text cells (path,
     class, top-k and each class name inside it, error) get a leading ``'``, which spreadsheets show as text, and
     every text cell is quoted, so a spreadsheet that splits on ``;`` cannot cut a cell into a new one that starts a
-    formula; the numbers this writer formats itself are left as they are. The JSON Lines file keeps every value unchanged: it is read by programs, not
-    spreadsheets.
+    formula; the numbers this writer formats itself are left as they are. The JSON Lines file keeps every value
+    unchanged: it is read by programs, not spreadsheets.
 
     Works with any LightningModule whose ``predict_step`` returns class probabilities (a tensor, or a dict with
     ``"probs"``) and a predict dataset whose items are ``(image, index)`` with ``dataset.paths`` (as

@@ -78,7 +78,7 @@ _EXPECTED = re.compile(r"Expected a (?:<class '([\w.]+)'>|typing\.Literal\[(.*)\
 
 def short_error(message: str) -> str:
     """jsonargparse's type error (key, subtypes, one line per failed subtype, value type) as one line; a missing
-    required option named as it is typed.
+    required option named as it is typed; an import the allowlist refuses, with how to allow it.
 
     Example:
         >>> short_error('Parser key "trainer.max_epochs":\\n  Expected a <class \\'int\\'>. Got value: ten')
@@ -87,6 +87,15 @@ def short_error(message: str) -> str:
     required = re.fullmatch(r"the following arguments are required: (.*)", message.strip())
     if required:  # name them as they are typed
         return "missing " + ", ".join(f"`--{name.strip()}`" for name in required.group(1).split(",")) + "."
+    denied = re.search(r"Importing '([^']+)' is not allowed", message)
+    if denied:
+        where = re.match(r'Parser key "([^"]+)":', message)
+        option = f"`--{where.group(1)}`: " if where else ""
+        module = denied.group(1).rsplit(".", 1)[0]
+        return (
+            f"{option}'{denied.group(1)}' may not be imported from a config: only "
+            f"{', '.join(IMPORT_ALLOWLIST)} may. To allow a module of your own, set {ALLOW_IMPORTS_ENV}={module}."
+        )
     reasons = re.findall(r"^ {4}- (.*)$", message, re.MULTILINE)  # one per Union subtype
     if any(not reason.startswith("Expected a ") for reason in reasons):
         return message  # a real reason (a denied import, a bad class path) must not be lost
