@@ -32,8 +32,14 @@ def data() -> ImageDataModule:
 class Stop(Callback):
     """Stops training like SIGTERM does (after a batch), or raises at an epoch's start."""
 
+    MESSAGE = "stopped at the epoch's start"
+
     def __init__(self, epoch: int, batch: int | None = None) -> None:
         self.epoch, self.batch = epoch, batch
+
+    def expected_error(self) -> tuple[type[BaseException], str | None]:
+        """What `Trainer.fit` raises when this stop happens: Lightning's SIGTERM exit, or our own error."""
+        return (SIGTERMException, None) if self.batch is not None else (RuntimeError, f"^{self.MESSAGE}$")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.batch is not None and trainer.current_epoch == self.epoch and batch_idx == self.batch:
@@ -41,7 +47,7 @@ class Stop(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         if self.batch is None and trainer.current_epoch == self.epoch:
-            raise RuntimeError("stopped at the epoch's start")
+            raise RuntimeError(self.MESSAGE)
 
 
 def fit(root, dm=None, callbacks=(), ckpt_path=None, **trainer_kwargs):
@@ -60,10 +66,13 @@ def fit(root, dm=None, callbacks=(), ckpt_path=None, **trainer_kwargs):
         default_root_dir=str(root),
     )
     trainer = Trainer(callbacks=list(callbacks), **{**kwargs, **trainer_kwargs})
-    try:
+    stop = next((c for c in callbacks if isinstance(c, Stop)), None)
+    if stop is None:
         trainer.fit(model, dm, ckpt_path=ckpt_path)
-    except (SIGTERMException, RuntimeError):
-        pass
+    else:  # only the stop's own exit is expected, and it must happen
+        error, message = stop.expected_error()
+        with pytest.raises(error, match=message):
+            trainer.fit(model, dm, ckpt_path=ckpt_path)
     return {k: v.clone() for k, v in model.state_dict().items()}, trainer.global_step
 
 

@@ -12,10 +12,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_cv.data.batch import hard_labels, try_split_batch
+from lightning_cv.resume.keys import EMA_KEY
+
 __all__ = ["EMA", "EMA_CHECKPOINT_KEY", "ema_decay"]
 
 #: top-level checkpoint key holding the averaged weights (the checkpoint's ``state_dict`` keeps the raw ones)
-EMA_CHECKPOINT_KEY = "ema_state_dict"
+EMA_CHECKPOINT_KEY = EMA_KEY
 
 
 def ema_decay(num_updates: int, decay: float, warmup: bool = True, power: float = 2 / 3) -> float:
@@ -165,16 +168,17 @@ class EMA(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not (self.log_raw_metrics and isinstance(batch, (list, tuple)) and len(batch) > 1):
+        parts = try_split_batch(batch) if self.log_raw_metrics else None
+        if parts is None or parts[1] is None:  # not asked for, or a batch without targets
             return
-        images, target = batch[0], batch[1]
+        images, target = parts[0], parts[1]
         with torch.no_grad():
             if self._swapped and self._ema is not None:  # the raw weights are here while the module holds the average
                 raw = {name: self._ema[name].to(t.device, t.dtype) for name, t in _state(pl_module).items()}
                 logits = torch.func.functional_call(pl_module, raw, (images,)).float()
             else:  # no update yet: the module holds the raw weights itself
                 logits = pl_module(images).float()
-        labels = target.argmax(dim=1) if target.ndim == 2 else target
+        labels = hard_labels(target)
         self._raw_sums[0] += float(F.cross_entropy(logits, labels, reduction="sum"))
         self._raw_sums[1] += float((logits.argmax(dim=1) == labels).sum())
         self._raw_sums[2] += labels.shape[0]

@@ -11,7 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_cv.callbacks._display import data_config, to_display
+from lightning_cv.data.batch import hard_labels, try_split_batch
+from lightning_cv.data.config import DataConfig, find_data_config, to_display
 
 __all__ = ["PredictionGallery"]
 
@@ -61,8 +62,7 @@ class PredictionGallery(Callback):
 
     def update(self, images: Tensor, target: Tensor, probs: Tensor) -> None:
         """Offer a batch; keeps the ``num_images`` highest-loss images seen so far."""
-        if target.ndim == 2:
-            target = target.argmax(dim=1)
+        target = hard_labels(target)
         probs = probs.detach().float()
         loss = -probs.gather(1, target.view(-1, 1)).clamp_min(1e-12).log().squeeze(1)
         k = min(self.num_images, loss.shape[0])
@@ -87,9 +87,10 @@ class PredictionGallery(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self._due(trainer) or not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        parts = try_split_batch(batch) if self._due(trainer) else None
+        if parts is None or parts[1] is None:  # not due, or a batch without targets
             return
-        images, target = batch[0], batch[1]
+        images, target = parts[0], parts[1]
         probs = outputs.get("probs") if isinstance(outputs, dict) else None
         if probs is None:
             with torch.no_grad():
@@ -112,7 +113,8 @@ class PredictionGallery(Callback):
         cols = min(4, len(self._kept))
         rows = -(-len(self._kept) // cols)
         fig = Figure(figsize=(2.6 * cols, 2.9 * rows))
-        pictures = to_display(torch.stack([item[1] for item in self._kept]), mean, std)
+        config = DataConfig(mean=tuple(mean), std=tuple(std)) if mean is not None and std is not None else None
+        pictures = to_display(torch.stack([item[1] for item in self._kept]), config)
         for n, (_loss, _image, true, pred, prob) in enumerate(self._kept):
             ax = fig.add_subplot(rows, cols, n + 1)
             ax.imshow(pictures[n])
@@ -129,8 +131,9 @@ class PredictionGallery(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._due(trainer) or not self._kept:
             return
-        config = data_config(trainer, pl_module)
-        figure = self.figure(config.get("mean"), config.get("std"), self._names(pl_module))
+        config = find_data_config(getattr(trainer, "datamodule", None), pl_module)
+        mean, std = (config.mean, config.std) if config is not None else (None, None)
+        figure = self.figure(mean, std, self._names(pl_module))
         experiments: list[Any] = [getattr(logger, "experiment", None) for logger in trainer.loggers]
         targets = [e for e in experiments if hasattr(e, "add_figure")]
         for experiment in targets:

@@ -13,8 +13,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_cv.callbacks._display import data_config
+from lightning_cv.data.batch import try_split_batch
+from lightning_cv.data.config import find_data_config
 from lightning_cv.deploy.onnx import DEFAULT_OPSET, ExportReport, export_onnx
+from lightning_cv.resume.keys import EMA_KEY
 
 __all__ = ["ONNXExport"]
 
@@ -78,8 +80,9 @@ class ONNXExport(Callback):
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._example is None and isinstance(batch, (list, tuple)) and isinstance(batch[0], Tensor):
-            self._example = batch[0][:1].detach().float().cpu()
+        parts = try_split_batch(batch) if self._example is None else None
+        if parts is not None:
+            self._example = parts[0][:1].detach().float().cpu()
 
     def _example_input(self, pl_module: LightningModule) -> Tensor | None:
         # a real training image shows the size the model was trained at; example_input_array may be a default
@@ -93,15 +96,15 @@ class ONNXExport(Callback):
         best = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
         return best if best and Path(best).is_file() else ""
 
-    def _metadata(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+    def _metadata(self, trainer: Trainer, pl_module: LightningModule, example: Tensor) -> dict[str, Any]:
         hparams = getattr(pl_module, "hparams", {})
-        config = data_config(trainer, pl_module)
         meta: dict[str, Any] = {}
         if hparams.get("class_names"):
             meta["class_names"] = list(hparams["class_names"])
-        for key in ("mean", "std", "interpolation", "crop_pct"):
-            if config.get(key) is not None:
-                meta[key] = list(config[key]) if isinstance(config[key], tuple) else config[key]
+        config = find_data_config(getattr(trainer, "datamodule", None), pl_module)
+        if config is not None:
+            meta.update(config.export_metadata())
+        meta["input_size"] = list(example.shape[1:])  # what the file was traced with, whatever the config says
         return meta
 
     def export(self, trainer: Trainer, pl_module: LightningModule) -> ExportReport | None:
@@ -116,10 +119,9 @@ class ONNXExport(Callback):
             if best:
                 checkpoint = torch.load(best, map_location="cpu", weights_only=True)
                 # the EMA callback keeps the averaged weights beside the raw ones: export the average
-                state = {**checkpoint["state_dict"], **(checkpoint.get("ema_state_dict") or {})}
+                state = {**checkpoint["state_dict"], **(checkpoint.get(EMA_KEY) or {})}
                 module.load_state_dict(state)
-            meta = self._metadata(trainer, pl_module)
-            meta["input_size"] = list(example.shape[1:])
+            meta = self._metadata(trainer, pl_module, example)
             meta["weights"] = Path(best).name if best else "end of training"
             self.report = export_onnx(
                 module,

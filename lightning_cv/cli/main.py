@@ -24,8 +24,8 @@ def main(args: list[str] | None = None) -> int:
     """
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from lightning_cv.callbacks.checkpointing import PREEMPTED_EXIT_CODE
     from lightning_cv.deploy.onnx import ExportError
+    from lightning_cv.resume.checkpointing import PREEMPTED_EXIT_CODE
 
     warnings.filterwarnings("ignore", message=r".*litlogger.*")
     argv = list(sys.argv[1:] if args is None else args)

@@ -16,7 +16,6 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cv.callbacks.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint
 from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.cli.checkpoint_settings import apply_checkpoint_settings
@@ -25,6 +24,7 @@ from lightning_cv.cli.runs import RunConfigSaver, checkpoint_root, remove_run_wi
 from lightning_cv.data.datamodule import DEFAULT_DATA_CONFIG, ImageDataModule
 from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, read_checkpoint
 from lightning_cv.models.classifier import ImageClassifier
+from lightning_cv.resume.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint
 
 __all__ = ["TRAINER_DEFAULTS", "LightningCVCLI"]
 
@@ -156,11 +156,20 @@ class LightningCVCLI(LightningCLI):
             for key in DEFAULT_DATA_CONFIG:
                 if cfg.data.get(key) is None and data_hp.get(key) is not None:
                     cfg.data[key] = data_hp[key]
+        self._data_probe: ImageDataModule | None = None
         if cfg.model.get("num_classes") is None:
-            data = ImageDataModule(**cfg.data.as_dict())
+            # the classes come from the data: list it now, and keep the instance (see instantiate_classes)
+            self._data_probe = data = ImageDataModule(**cfg.data.as_dict())
             cfg.model.num_classes = data.num_classes
             if cfg.model.get("class_names") is None:
                 cfg.model.class_names = data.class_names
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if self._data_probe is not None:
+            # Built from the same settings, and it has listed the files already: a second listing of a large image
+            # tree would cost as much again. (jsonargparse built its own instance too; its __init__ reads nothing.)
+            self.datamodule = self._data_probe
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

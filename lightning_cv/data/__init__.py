@@ -1,13 +1,15 @@
-"""Data: the ImageDataModule, datasets, transforms, batch mixing and data checks."""
+"""Data: the ImageDataModule, the data config and batch contract, datasets, transforms, batch mixing, data checks."""
 
+from lightning_cv.data.batch import hard_labels, split_batch
 from lightning_cv.data.checks import ClassBalance, Duplicate, find_leaks
+from lightning_cv.data.config import DataConfig, find_data_config
 from lightning_cv.data.datamodule import ImageDataModule
 from lightning_cv.data.datasets import ImageFileDataset
 from lightning_cv.data.image_io import BadImageError, load_image
 from lightning_cv.data.mixing import BatchMixer, CutMix, MixParams, MixUp
-from lightning_cv.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
 from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
 from lightning_cv.data.transforms import build_eval_transform, build_train_transform
+from lightning_cv.resume.loader import ResumableDataLoader, ResumableSampler, SeededDataset
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -15,6 +17,7 @@ __all__ = [
     "BatchMixer",
     "ClassBalance",
     "CutMix",
+    "DataConfig",
     "Duplicate",
     "ImageDataModule",
     "ImageFileDataset",
@@ -26,6 +29,9 @@ __all__ = [
     "ShapesDataset",
     "build_eval_transform",
     "build_train_transform",
+    "find_data_config",
     "find_leaks",
+    "hard_labels",
     "load_image",
+    "split_batch",
 ]

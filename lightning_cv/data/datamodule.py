@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_cv.data.checks import ClassBalance, class_balance, find_leaks
+from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig, find_data_config, is_image_size
 from lightning_cv.data.datasets import (
     ImageFileDataset,
     SkippingDataLoader,
@@ -28,7 +30,6 @@ from lightning_cv.data.file_index import FileFacts, scan_files
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
 from lightning_cv.data.links import FOLLOW_LINKS, FollowLinks, SkippedPath, skipped_report
 from lightning_cv.data.mixing import BatchMixer
-from lightning_cv.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset, item_seed
 from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
 from lightning_cv.data.sources import (
     Record,
@@ -41,34 +42,19 @@ from lightning_cv.data.sources import (
 )
 from lightning_cv.data.transforms import AUTO_AUGMENTS, build_eval_transform, build_train_transform
 from lightning_cv.plain_data import refuse_class_specs
+from lightning_cv.resume.loader import ResumableDataLoader, ResumableSampler, SeededDataset, item_seed
 
 __all__ = ["ImageDataModule"]
 
 SPLITS = ("train", "val", "test")
-#: used only when neither the arguments nor the model (its timm pretrained config) say otherwise
-DEFAULT_DATA_CONFIG: dict[str, Any] = {
-    "image_size": 224,
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "interpolation": "bilinear",
-    "crop_pct": 0.875,
-}
+#: the data config arguments with their defaults, which apply only when neither the arguments nor the model (its timm
+#: pretrained config) say otherwise (the values live in :class:`~lightning_cv.data.config.DataConfig`)
+DEFAULT_DATA_CONFIG: dict[str, Any] = DataConfig().to_arguments()
 SHAPES_DEFAULTS = {"num_train": 1800, "num_val": 300, "num_test": 300, "image_size": 64}
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
     raise ValueError(f"Expected `{name}` {expected}, but got {value!r}.")
-
-
-def _is_size(value: Any) -> bool:
-    """A positive int, or a (height, width) pair of them (a bool is no size, although Python counts it an int)."""
-
-    def positive(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-    if isinstance(value, (tuple, list)):
-        return len(value) == 2 and all(positive(v) for v in value)
-    return positive(value)
 
 
 class ImageDataModule(LightningDataModule):
@@ -177,7 +163,8 @@ class ImageDataModule(LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
         self._facts: dict[str, FileFacts] | None = None  # what the file checks found, by path
-        self.data_config: dict[str, Any] = {}
+        #: the size, statistics, interpolation and crop the images are made with; set by :meth:`setup`
+        self.data_config: DataConfig | None = None
 
     @property
     def _hp(self) -> Any:
@@ -197,7 +184,7 @@ class ImageDataModule(LightningDataModule):
             _fail("batch_size", hp.batch_size, ">= 1")
         if hp.eval_batch_size is not None and hp.eval_batch_size < 1:
             _fail("eval_batch_size", hp.eval_batch_size, ">= 1 or None")
-        if hp.image_size is not None and not _is_size(hp.image_size):
+        if hp.image_size is not None and not is_image_size(hp.image_size):
             _fail("image_size", hp.image_size, "to be a positive int or a (height, width) pair of positive ints")
         if hp.crop_pct is not None and not hp.crop_pct > 0:
             _fail("crop_pct", hp.crop_pct, "> 0 (the resize before the center crop divides by it)")
@@ -403,26 +390,13 @@ class ImageDataModule(LightningDataModule):
         )
         return self._facts
 
-    def _resolve_data_config(self) -> dict[str, Any]:
+    def _resolve_data_config(self) -> DataConfig:
+        """The model's config (its timm pretrained one) or the defaults, with this module's arguments on top."""
         hp = self._hp
-        cfg = dict(DEFAULT_DATA_CONFIG)
         model = self.trainer.lightning_module if self.trainer is not None else None
-        model_cfg = getattr(model, "data_config", None)
-        if isinstance(model_cfg, dict):
-            height, width = model_cfg["input_size"][1:]
-            cfg.update(
-                image_size=height if height == width else (height, width),
-                mean=tuple(model_cfg["mean"]),
-                std=tuple(model_cfg["std"]),
-                interpolation=model_cfg.get("interpolation", cfg["interpolation"]),
-                crop_pct=model_cfg.get("crop_pct", cfg["crop_pct"]),
-            )
-        for key in DEFAULT_DATA_CONFIG:
-            if hp[key] is not None:
-                cfg[key] = hp[key]
-        if cfg["interpolation"] not in ("nearest", "bilinear", "bicubic"):
-            cfg["interpolation"] = "bicubic" if cfg["interpolation"] == "bicubic" else "bilinear"
-        return cfg
+        config = (find_data_config(model) or DataConfig()).override(**{key: hp[key] for key in OVERRIDE_KEYS})
+        # the images made here are RGB whatever the model's `in_chans`
+        return dataclasses.replace(config.with_supported_interpolation(), in_chans=3)
 
     def _check_model(self) -> None:
         model = self.trainer.lightning_module if self.trainer is not None else None
@@ -451,16 +425,15 @@ class ImageDataModule(LightningDataModule):
             self._check_model()
         self.data_config = cfg = self._resolve_data_config()
         hp = self._hp
-        size = cfg["image_size"]
+        size = cfg.transform_size
         model = self.trainer.lightning_module if self.trainer is not None else None
         if model is not None and isinstance(getattr(model, "example_input_array", None), Tensor):
-            height, width = size if isinstance(size, tuple) else (size, size)
-            model.example_input_array = torch.zeros(1, 3, height, width)  # summaries and export see the real size
+            model.example_input_array = torch.zeros(1, *cfg.input_size)  # summaries and export see the real size
         train_tf = build_train_transform(
             size,
-            mean=cfg["mean"],
-            std=cfg["std"],
-            interpolation=cfg["interpolation"],
+            mean=cfg.mean,
+            std=cfg.std,
+            interpolation=cfg.interpolation,
             scale=hp.scale,
             hflip=hp.hflip,
             auto_augment=hp.auto_augment,
@@ -468,10 +441,10 @@ class ImageDataModule(LightningDataModule):
             random_erasing=hp.random_erasing,
         )
         eval_tf = build_eval_transform(
-            size, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"], crop_pct=cfg["crop_pct"]
+            size, mean=cfg.mean, std=cfg.std, interpolation=cfg.interpolation, crop_pct=cfg.crop_pct
         )
-        longest = max(size) if isinstance(size, tuple) else size
-        eval_min = math.floor(longest / cfg["crop_pct"])
+        longest = max(cfg.image_size)
+        eval_min = math.floor(longest / cfg.crop_pct)
         train_min = math.ceil(longest / math.sqrt(hp.scale[0]))
         source = self._source()
         if source in ("folders", "list") and not self._checked:

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-__all__ = ["AUTO_AUGMENTS", "build_eval_transform", "build_train_transform", "resize_size"]
+__all__ = ["AUTO_AUGMENTS", "INTERPOLATIONS", "build_eval_transform", "build_train_transform", "resize_size"]
 
 AUTO_AUGMENTS = ("randaugment", "trivialaugment", "autoaugment", "none")
 AutoAugmentName = Literal["randaugment", "trivialaugment", "autoaugment", "none"]
@@ -20,6 +20,8 @@ _INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
+#: the interpolation names the transforms implement (timm also knows "random", "lanczos" ...)
+INTERPOLATIONS = tuple(_INTERPOLATIONS)
 
 
 def _interpolation(name: str) -> InterpolationMode:

@@ -10,10 +10,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["attention_maps", "attention_rollout"]
+__all__ = ["attention_blocks", "attention_maps", "attention_rollout"]
 
 
-def _blocks(model: nn.Module) -> list[Any]:
+def attention_blocks(model: nn.Module) -> list[Any]:
+    """The transformer blocks of a timm Vision Transformer (``model`` or, for a LightningModule, ``model.model``).
+
+    Also the test of whether attention maps and rollout apply to a model at all.
+
+    Raises:
+        ValueError: the model has no blocks with ``attn.attn_drop`` (a CNN, say); the message suggests GradCAM.
+    """
     inner = getattr(model, "model", model)
     blocks = getattr(inner, "blocks", None)
     if blocks is None or not all(hasattr(b, "attn") and hasattr(b.attn, "attn_drop") for b in blocks):
@@ -40,7 +47,7 @@ def _unfused(blocks: list[Any]) -> Iterator[None]:
 @torch.no_grad()
 def attention_maps(model: nn.Module, images: Tensor, layer_idx: int | None = -1) -> Tensor | list[Tensor]:
     """Softmax attention of block ``layer_idx``: ``(batch, heads, tokens, tokens)``; ``None`` gives every block's."""
-    blocks = _blocks(model)
+    blocks = attention_blocks(model)
     captured: list[Tensor] = []
     handles = [b.attn.attn_drop.register_forward_hook(lambda m, a, out: captured.append(a[0].detach())) for b in blocks]
     modes = {m: m.training for m in model.modules()}

@@ -25,10 +25,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
+from lightning_cv.data.config import DataConfig, to_display
 from lightning_cv.data.image_io import IMAGE_EXTENSIONS, BadImageError, load_image
 from lightning_cv.data.sources import list_images
 from lightning_cv.data.transforms import build_eval_transform
-from lightning_cv.interpret.attention import _blocks, attention_rollout
+from lightning_cv.interpret.attention import attention_blocks, attention_rollout
 from lightning_cv.interpret.gradcam import GradCAM, overlay
 
 __all__ = ["ExplainReport", "ExplainedImage", "SkippedFile", "explain_images"]
@@ -39,7 +40,6 @@ MIN_DISPLAY_WIDTH = 224
 CONTACT_SHEET_LIMIT = 64
 _SHEET_PANELS_PER_ROW = 8
 _SHEET_GAP = 4
-_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,10 @@ def explain_images(
         images: a folder (searched recursively, sorted, files under ``output_dir`` excluded), one image file, or a
             list of files. In a folder only files with an image extension are considered.
         output_dir: where the PNG files go.
-        data_config: ``input_size`` (``(3, H, W)``) or ``image_size`` (``H`` or ``(H, W)``), ``mean``, ``std``, and
-            optionally ``interpolation`` and ``crop_pct``; ``None`` takes the model's ``data_config``
-            (ImageClassifier) and ``ImageDataModule.data_config`` works too.
+        data_config: a :class:`~lightning_cv.data.DataConfig` (``ImageDataModule.data_config`` after setup, or
+            ``model.data_config.override(image_size=...)``), or a dict in timm's form: ``input_size``
+            (``(3, H, W)``) or ``image_size`` (``H`` or ``(H, W)``), ``mean``, ``std``, and optionally
+            ``interpolation`` and ``crop_pct``. ``None`` takes the model's ``data_config`` (ImageClassifier).
         class_names: names of the classes in label order; ``None`` takes ``model.hparams["class_names"]``, else
             "class 3".
         target_class: explain this class index for every image; ``None`` explains each image's predicted class.
@@ -166,15 +167,14 @@ def explain_images(
     cam = GradCAM(model, target_layer)  # checks target_layer before any image is read
     files, root = _collect_files(images, exclude=out)
     jobs = list(zip(files, _output_stems(files, root), strict=True))  # a list, not a dict: a file may come twice
-    height, width = config["input_size"][1:]
     transform = build_eval_transform(
-        height if height == width else (height, width),
-        mean=config["mean"],
-        std=config["std"],
-        interpolation=config["interpolation"],
-        crop_pct=config["crop_pct"],
+        config.transform_size,
+        mean=config.mean,
+        std=config.std,
+        interpolation=config.interpolation,
+        crop_pct=config.crop_pct,
     )
-    min_size = math.floor(max(height, width) / config["crop_pct"])  # lets large JPEGs decode at a reduced scale
+    min_size = math.floor(max(config.image_size) / config.crop_pct)  # lets large JPEGs decode at a reduced scale
 
     report = ExplainReport(output_dir=out)
     tiles: list[tuple[str, list[Image.Image]]] = []
@@ -240,52 +240,29 @@ def _check_arguments(*, alpha: float, target_class: int | None, max_images: int 
         raise ValueError(f"Expected `batch_size` to be an integer >= 1, but got {batch_size!r}.")
 
 
-def _resolve_data_config(model: nn.Module, data_config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``input_size``, ``mean``, ``std``, ``interpolation`` and ``crop_pct``, checked, from the argument or model."""
-    config = data_config if data_config is not None else getattr(model, "data_config", None)
-    if not isinstance(config, Mapping):
+def _resolve_data_config(model: nn.Module, data_config: Mapping[str, Any] | None) -> DataConfig:
+    """The argument's config, else the model's, checked for what explaining RGB images needs."""
+    given = data_config if data_config is not None else getattr(model, "data_config", None)
+    if not isinstance(given, Mapping):  # a DataConfig is one too
         raise ValueError(
             f"Cannot tell how to preprocess the images: {type(model).__name__} has no `data_config`. Pass "
             "`data_config={'input_size': (3, 224, 224), 'mean': ..., 'std': ...}`; for a timm model "
             "`timm.data.resolve_model_data_config(model)` gives it."
         )
-    if "input_size" in config:
-        size = _numbers(config["input_size"], int)
-    elif "image_size" in config:  # ImageDataModule.data_config: H or (H, W)
-        image_size = config["image_size"]
-        hw = _numbers(image_size if isinstance(image_size, (list, tuple)) else (image_size, image_size), int)
-        size = (3, *hw) if hw is not None else None
-    else:
-        size = ()
-    missing = [k for k in ("mean", "std") if k not in config] + ([] if size != () else ["input_size"])
-    if missing:
-        raise ValueError(f"`data_config` lacks {', '.join(map(repr, missing))}; it has {sorted(config)}.")
-    if size is None or len(size) != 3 or min(size) < 1:
-        given = config.get("input_size", config.get("image_size"))
-        raise ValueError(f"Expected `input_size` to be (channels, height, width), but got {given!r}.")
-    if size[0] != 3:
-        raise ValueError(f"Images are explained as RGB, but the model takes {size[0]} channels (`input_size={size}`).")
-    mean, std = _numbers(config["mean"], float), _numbers(config["std"], float)
-    if mean is None or std is None or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+    config = DataConfig.from_timm(given)
+    if config.in_chans != 3:
+        raise ValueError(
+            f"Images are explained as RGB, but the model takes {config.in_chans} channels "
+            f"(`input_size={config.input_size}`)."
+        )
+    if len(config.mean) != 3 or len(config.std) != 3:
         raise ValueError(
             "Expected 3 values for `mean` and 3 positive values for `std`, "
-            f"but got {config['mean']!r} and {config['std']!r}."
+            f"but got {given['mean']!r} and {given['std']!r}."
         )
-    crop_pct = float(config.get("crop_pct", 0.875))
-    if not 0 < crop_pct <= 1:
-        raise ValueError(f"Expected `crop_pct` in (0, 1], but got {crop_pct}.")
-    interpolation = str(config.get("interpolation", "bilinear"))
-    if interpolation not in _INTERPOLATIONS:  # timm also says "random", "lanczos" ...: as the data module does
-        interpolation = "bilinear"
-    return {"input_size": size, "mean": mean, "std": std, "interpolation": interpolation, "crop_pct": crop_pct}
-
-
-def _numbers(value: Any, kind: type[int] | type[float]) -> tuple[Any, ...] | None:
-    """``value`` as a tuple of ``kind``, or ``None`` when it is not a sequence of numbers."""
-    try:
-        return tuple(kind(v) for v in value)
-    except (TypeError, ValueError):
-        return None
+    if not config.crop_pct <= 1:
+        raise ValueError(f"Expected `crop_pct` in (0, 1], but got {config.crop_pct}.")
+    return config.with_supported_interpolation()  # timm also says "random", "lanczos" ...: as the data module does
 
 
 def _resolve_class_names(model: nn.Module, class_names: Sequence[str] | None) -> list[str] | None:
@@ -301,7 +278,7 @@ def _resolve_class_names(model: nn.Module, class_names: Sequence[str] | None) ->
 
 def _resolve_rollout(model: nn.Module, rollout: bool | None) -> bool:
     try:
-        _blocks(model)
+        attention_blocks(model)
         is_vit = True
     except ValueError:
         is_vit = False
@@ -443,13 +420,10 @@ def _explain_batch(
     do_rollout: bool,
     target_class: int | None,
     names: list[str] | None,
-    config: Mapping[str, Any],
+    config: DataConfig,
     alpha: float,
 ) -> list[tuple[list[Image.Image], dict[str, Any]]]:
     """The panels (Grad-CAM, then rollout if asked for) and the prediction fields of each image."""
-    # imported here: the callbacks package imports lightning_cv.interpret, so a top-level import would be circular
-    from lightning_cv.callbacks._display import to_display
-
     probs = _probabilities(model, batch)
     num_classes = probs.shape[1]
     if names is not None and len(names) != num_classes:
@@ -467,7 +441,7 @@ def _explain_batch(
     if do_rollout:
         param = next(model.parameters(), None)
         rollouts = attention_rollout(model, batch if param is None else batch.to(param.device, param.dtype))
-    pictures = to_display(batch, config["mean"], config["std"])
+    pictures = to_display(batch, config)
     results = []
     for i, picture in enumerate(pictures):
         pred, target = int(predicted[i]), int(targets[i])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -11,6 +12,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from lightning_cv.data.config import DataConfig
 from lightning_cv.models.weights import load_pretrained_file
 
 __all__ = ["check_backbone_name", "create_backbone", "resolve_data_config"]
@@ -96,7 +98,7 @@ def _looks_like_download_error(err: BaseException) -> bool:
     return any(word in text for word in ("hub", "offline", "connect", "download", "http", "cache", "network"))
 
 
-def resolve_data_config(model: nn.Module, backbone_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_data_config(model: nn.Module, backbone_kwargs: dict[str, Any] | None = None) -> DataConfig:
     """The input size, mean, std, interpolation and crop the backbone was pretrained with (timm's data config).
 
     ``img_size`` and ``in_chans`` in ``backbone_kwargs`` override the pretrained input size, since timm keeps the
@@ -104,19 +106,11 @@ def resolve_data_config(model: nn.Module, backbone_kwargs: dict[str, Any] | None
     """
     from timm.data import resolve_model_data_config
 
-    cfg = resolve_model_data_config(model)
-    size = [int(v) for v in cfg["input_size"]]
+    config = DataConfig.from_timm(resolve_model_data_config(model))
     kwargs = backbone_kwargs or {}
     if "in_chans" in kwargs:
-        size[0] = int(kwargs["in_chans"])
+        config = dataclasses.replace(config, in_chans=int(kwargs["in_chans"]))
     if kwargs.get("img_size") is not None:
         img = kwargs["img_size"]
-        size[1:] = [int(img), int(img)] if isinstance(img, int) else [int(v) for v in img]
-    return {
-        "input_size": tuple(size),
-        "mean": tuple(float(v) for v in cfg["mean"]),
-        "std": tuple(float(v) for v in cfg["std"]),
-        "interpolation": str(cfg.get("interpolation", "bilinear")),
-        "crop_pct": float(cfg.get("crop_pct", 0.875)),
-        "crop_mode": str(cfg.get("crop_mode", "center")),
-    }
+        config = config.override(image_size=int(img) if isinstance(img, int) else tuple(int(v) for v in img))
+    return config

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_cv.data.batch import hard_labels, is_soft, split_batch, split_labelled_batch
+from lightning_cv.data.config import DataConfig
 from lightning_cv.losses import soft_target_cross_entropy
 from lightning_cv.models.backbone import check_backbone_name, create_backbone, resolve_data_config
+from lightning_cv.models.compiling import check_compile_spec
+from lightning_cv.models.ddp_rewrap import rewrap_ddp
+from lightning_cv.models.eval_mode_warning import FrozenEvalModeWarningFilter
 from lightning_cv.models.freezing import (
     LayerGroup,
     apply_freezing,
@@ -29,12 +33,12 @@ from lightning_cv.models.metrics import build_metrics, confusion_matrix_figure
 from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups, check_optimizer
 from lightning_cv.optim.schedules import build_scheduler, check_scheduler
 from lightning_cv.plain_data import refuse_class_specs
+from lightning_cv.resume.keys import EMA_KEY, FREEZING_KEY
+from lightning_cv.resume.schedule import sync_lr_with_schedule
+from lightning_cv.resume.state import TrainingState
 
 __all__ = ["ImageClassifier"]
 
-_CKPT_KEY = "lightning_cv"
-_RNG_KEY = "lightning_cv_rng"
-_GRADS_KEY = "lightning_cv_accumulated_grads"
 
 
 class ImageClassifier(LightningModule):
@@ -138,8 +142,9 @@ class ImageClassifier(LightningModule):
             drop_rate=drop_rate,
             backbone_kwargs=backbone_kwargs,
         )
-        self.data_config: dict[str, Any] = resolve_data_config(self.model, backbone_kwargs)
-        self.example_input_array = torch.zeros(1, *self.data_config["input_size"])
+        #: the backbone's pretrained input size, mean, std, interpolation and crop (``data_config.input_size`` ...)
+        self.data_config: DataConfig = resolve_data_config(self.model, backbone_kwargs)
+        self.example_input_array = torch.zeros(1, *self.data_config.input_size)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
@@ -157,8 +162,7 @@ class ImageClassifier(LightningModule):
             self._initial_frozen = freeze_layers
         self._num_frozen = 0
         self.set_frozen_groups(self._initial_frozen or 0)
-        self._rng_to_restore: dict[str, Any] | None = None
-        self._grads_to_restore: dict[str, Tensor] | None = None
+        self._resume = TrainingState()  # RNG streams and accumulated gradients, for exact resume
 
         self.val_metrics = build_metrics(num_classes, top_k=top_k, calibration_bins=calibration_bins, prefix="val_")
         self.test_metrics = self.val_metrics.clone(prefix="test_")
@@ -241,67 +245,30 @@ class ImageClassifier(LightningModule):
             f"Epoch {self.current_epoch}: {target} of {len(self._groups)} layer groups frozen, "
             f"{self.num_trainable_parameters():,} trainable parameters."
         )
-        _rewrap_ddp(self)
+        rewrap_ddp(self)
 
-    def on_fit_start(self) -> None:
-        if self._initial_frozen != 0:
-            # Frozen blocks are in eval mode on purpose (see `eval_frozen_modules`); Lightning's generic warning
-            # about modules in eval mode would only alarm the user.
-            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    def configure_callbacks(self) -> list[Callback]:
+        # frozen blocks are in eval mode on purpose: hide Lightning's warning about it, for this fit only
+        return [FrozenEvalModeWarningFilter()]
 
     def on_train_start(self) -> None:
         if self._initial_frozen is None:
             self._initial_frozen, reason = auto_frozen_groups(self._train_set_size(), len(self._groups))
             rank_zero_info(f"freeze_backbone='auto': {reason}.")
             self.set_frozen_groups(self._initial_frozen)
-            _rewrap_ddp(self)
+            rewrap_ddp(self)
         self._apply_freeze_schedule()
-        self._sync_lr_with_schedule()
+        sync_lr_with_schedule(self.trainer)
         rank_zero_info(self.describe_freezing())
-        if self._rng_to_restore is not None:
-            restore_rng_state(self._rng_to_restore)
-            self._rng_to_restore = None
-        if self._grads_to_restore is not None:
-            for name, param in self.named_parameters():
-                if name in self._grads_to_restore:
-                    param.grad = self._grads_to_restore[name].to(param.device, param.dtype)
-            self._grads_to_restore = None
-
-    def _sync_lr_with_schedule(self) -> None:
-        """After a resume, set each group's LR from the schedule at the restored step.
-
-        The optimizer state restores the LR the old run last used; when the schedule now has another length (a
-        larger ``max_epochs``), the first step would otherwise still use the old value.
-        """
-        from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
-
-        for config in self.trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            total = self.trainer.estimated_stepping_batches
-            if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != total:
-                raise ValueError(
-                    f"The 'onecycle' schedule of this checkpoint was planned for {scheduler.total_steps} optimizer "
-                    f"steps and cannot stretch to {int(total)}. Resume with the original `max_epochs`/`max_steps`, "
-                    "or train with `scheduler='cosine'`, which follows a new length."
-                )
-            if isinstance(scheduler, LambdaLR):
-                groups = scheduler.optimizer.param_groups
-                for group, base, fn in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
-                    group["lr"] = base * fn(scheduler.last_epoch)
-                scheduler._last_lr = [group["lr"] for group in groups]
+        self._resume.restore(self)
 
     def on_train_epoch_start(self) -> None:
         if self._initial_frozen is not None:
             self._apply_freeze_schedule()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[_CKPT_KEY] = {"initial_frozen": self._initial_frozen, "num_frozen": self._num_frozen}
-        checkpoint[_RNG_KEY] = capture_rng_state()  # dropout and drop-path draw on: resume continues the stream
-        grads = {name: p.grad.detach().cpu() for name, p in self.named_parameters() if p.grad is not None}
-        if grads:
-            # saved inside a gradient-accumulation window (after an optimizer step they are None): the gradients
-            # summed so far belong to the resumed run's next step
-            checkpoint[_GRADS_KEY] = grads
+        checkpoint[FREEZING_KEY] = {"initial_frozen": self._initial_frozen, "num_frozen": self._num_frozen}
+        self._resume.save(self, checkpoint)
         hparams = checkpoint.get("hyper_parameters")
         if isinstance(hparams, dict) and "pretrained" in hparams:
             # The weights are in the state dict: rebuilding from the checkpoint must not download or read a file.
@@ -330,7 +297,7 @@ class ImageClassifier(LightningModule):
         Args:
             checkpoint_path: the ``.ckpt`` file.
             map_location: as in :func:`torch.load`.
-            hparams_file: a YAML file of hyperparameters that replaces the checkpoint's (rarely needed).
+            hparams_file: a YAML file of hyperparameters that override the checkpoint's (plain YAML only).
             strict: whether the state dict must match the model's keys exactly.
             weights_only: must stay ``True`` (or ``None``) unless ``trust_checkpoint=True``.
             trust_checkpoint: ``True`` restores Lightning's default loading: pickled objects are unpickled and classes
@@ -347,27 +314,33 @@ class ImageClassifier(LightningModule):
                 "`weights_only=False` unpickles arbitrary objects, which can run code. Leave it out; if you trust the "
                 "file as you would trust running its code, pass `trust_checkpoint=True` as well."
             )
-        if not hparams_file and isinstance(checkpoint_path, (str, os.PathLike)):
+        if isinstance(checkpoint_path, (str, os.PathLike)):
             from lightning_cv.models.checkpoint import read_checkpoint
 
-            read_checkpoint(checkpoint_path)  # the clear refusals: no such file, pickles, class specs
+            read_checkpoint(checkpoint_path)  # the clear refusals: no such file, pickles, class specs, stray paths
+        if hparams_file:
+            kwargs = {**_safe_yaml_hparams(hparams_file), **kwargs}  # Lightning would read it with yaml.full_load
+        # The weights come from the checkpoint, and how the model runs is the caller's choice: a file must not make
+        # it download (`pretrained`) or compile with options that name a command (`compile`).
+        kwargs.setdefault("pretrained", False)
+        kwargs.setdefault("compile", False)
         # ``_instantiator=None`` overrides the saved rebuild path: the constructor is called with the plain values
         return super().load_from_checkpoint(  # type: ignore[return-value]
-            checkpoint_path, map_location, hparams_file, strict, True, _instantiator=None, **kwargs
+            checkpoint_path, map_location, None, strict, True, _instantiator=None, **kwargs
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        average = checkpoint.get("ema_state_dict")  # written by lightning_cv.callbacks.EMA
+        from lightning_cv.models.checkpoint import refuse_stray_paths
+
+        refuse_stray_paths(checkpoint)  # before Lightning restores the callbacks (``Trainer.fit(ckpt_path=...)``)
+        average = checkpoint.get(EMA_KEY)  # written by lightning_cv.callbacks.EMA
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
         if isinstance(average, dict) and not fitting:
             # Evaluating, predicting or exporting: use the averaged weights. Resuming a fit keeps the raw ones
             # (the EMA callback restores its average itself).
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
-        if fitting and isinstance(checkpoint.get(_RNG_KEY), dict):
-            self._rng_to_restore = checkpoint[_RNG_KEY]  # applied in on_train_start, after the loaders start
-        if fitting and isinstance(checkpoint.get(_GRADS_KEY), dict):
-            self._grads_to_restore = checkpoint[_GRADS_KEY]
-        state = checkpoint.get(_CKPT_KEY)
+        self._resume.load(checkpoint, fitting)
+        state = checkpoint.get(FREEZING_KEY)
         if isinstance(state, dict):
             if state.get("initial_frozen") is not None:
                 self._initial_frozen = int(state["initial_frozen"])
@@ -386,10 +359,10 @@ class ImageClassifier(LightningModule):
         return self.model(images)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images, target = _unpack(batch)
+        images, target = split_labelled_batch(batch)
         logits = self(images)
         smoothing = self.hparams["label_smoothing"]
-        if target.ndim == 2:
+        if is_soft(target):
             loss = soft_target_cross_entropy(logits, target, smoothing)
         else:
             loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
@@ -397,9 +370,8 @@ class ImageClassifier(LightningModule):
         return loss
 
     def _evaluate(self, batch: Any, stage: str) -> dict[str, Tensor]:
-        images, target = _unpack(batch)
-        if target.ndim == 2:
-            target = target.argmax(dim=1)
+        images, target = split_labelled_batch(batch)
+        target = hard_labels(target)
         logits = self(images)
         loss = F.cross_entropy(logits, target)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -419,7 +391,7 @@ class ImageClassifier(LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Predicted class indices, class probabilities and (when known) predicted class names."""
-        images = _unpack_images(batch)
+        images, _ = split_batch(batch)  # a second tensor there is the data module's file index, not a label
         probs = self(images).float().softmax(dim=1)
         conf, preds = probs.max(dim=1)
         out: dict[str, Any] = {"preds": preds, "probs": probs, "confidence": conf}
@@ -497,92 +469,22 @@ class ImageClassifier(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
 
-def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
-    if isinstance(batch, dict):
-        images = next((batch[k] for k in ("image", "images", "input") if k in batch), None)
-        target = next((batch[k] for k in ("target", "label", "labels", "targets") if k in batch), None)
-    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        images, target = batch[0], batch[1]
-    else:
-        images = target = None
-    if not isinstance(images, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(
-            "Expected a batch of (images, targets) or a dict with 'image' and 'target' tensors, "
-            f"but got {type(batch).__name__}."
-        )
-    return images, target
-
-
-def _unpack_images(batch: Any) -> Tensor:
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, dict):
-        for key in ("image", "images", "input"):
-            if isinstance(batch.get(key), Tensor):
-                return batch[key]
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(f"Expected a batch of images (a tensor, a tuple starting with one, or a dict), got {type(batch)}.")
-
-
-def _rewrap_ddp(module: LightningModule) -> None:
-    """Re-create the DDP wrapper after ``requires_grad`` changed.
-
-    DDP registers for gradient all-reduce only the parameters that required grad when it was wrapped: a group
-    unfrozen later would silently train differently on every rank. Lightning has no public hook for this.
-    """
-    from torch.nn.parallel import DistributedDataParallel
-
-    trainer = module._trainer
-    strategy = getattr(trainer, "strategy", None)
-    if strategy is None or not isinstance(getattr(strategy, "model", None), DistributedDataParallel):
-        return
-    setup_model = getattr(strategy, "_setup_model", None)
-    if setup_model is None:
-        raise RuntimeError(
-            "Changing which layers are frozen under this DDP strategy is not supported by this Lightning version. "
-            "Train without `unfreeze_milestones`/`freeze_backbone='auto'`, or on a single device."
-        )
-    strategy.model = setup_model(module)
-    register = getattr(strategy, "_register_ddp_hooks", None)
-    if callable(register):
-        register()
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) generator states, in types ``torch.load(weights_only=True)`` reads."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put back what :func:`capture_rng_state` captured."""
-    import random
-
-    import numpy as np
-
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _is_compiled(module: nn.Module) -> bool:
     return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def _safe_yaml_hparams(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Hyperparameters from a YAML file, as plain values (no Python tags such as ``!!python/name``)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as stream:
+        try:
+            values = yaml.safe_load(stream)
+        except yaml.YAMLError as err:
+            raise ValueError(f"`hparams_file` '{path}' is not plain YAML ({err}).") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"`hparams_file` '{path}' holds no mapping of hyperparameters.")
+    return values
 
 
 def _validate_arguments(args: dict[str, Any]) -> None:
@@ -616,12 +518,8 @@ def _validate_arguments(args: dict[str, Any]) -> None:
         ("freeze_layers", args["freeze_layers"] >= 0, ">= 0"),
     ]
     refuse_class_specs(args["backbone_kwargs"], "backbone_kwargs")
-    compile_spec = args["compile"]
-    refuse_class_specs(compile_spec, "compile")
-    if not isinstance(compile_spec, (bool, dict)):
-        raise TypeError(
-            f"Expected `compile` to be a bool or a dict of torch.compile arguments, but got {compile_spec!r}."
-        )
+    refuse_class_specs(args["compile"], "compile")
+    check_compile_spec(args["compile"])
     for name, ok, expected in checks:
         if not ok:
             raise ValueError(f"Expected argument `{name}` to be {expected}, but got {args[name]!r}.")

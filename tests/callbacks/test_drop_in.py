@@ -47,7 +47,10 @@ def test_all_four_under_ddp(tmp_path):
     model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, lr=0.05)
     callbacks = [*four(tmp_path), PredictionGallery(num_images=2), SaveRankState(tmp_path)]
     trainer = tiny_trainer(tmp_path, max_epochs=2, strategy="ddp_spawn", devices=2, callbacks=callbacks)
-    run_spawned(lambda: trainer.fit(model, make_loader(num_samples=32, batch_size=4, shuffle=True), make_loader()))
+    run_spawned(
+        lambda: trainer.fit(model, make_loader(num_samples=32, batch_size=4, shuffle=True), make_loader()),
+        written=[tmp_path / f"rank{r}.pt" for r in (0, 1)],
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for key, value in ranks[0].items():
         torch.testing.assert_close(ranks[1][key], value, msg=key)  # the same average on both ranks

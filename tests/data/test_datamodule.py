@@ -155,9 +155,9 @@ def test_settings_flow_from_the_model_and_can_be_overridden(tmp_path):
     dm.trainer = tiny_trainer(tmp_path)
     dm.trainer.strategy.connect(model)
     dm.setup("fit")
-    assert dm.data_config["image_size"] == 32  # overridden
-    assert dm.data_config["mean"] == pytest.approx((0.485, 0.456, 0.406))  # from the model's pretrained config
-    assert dm.data_config["interpolation"] == "bicubic" and dm.data_config["crop_pct"] == 0.95
+    assert dm.data_config.image_size == (32, 32)  # overridden
+    assert dm.data_config.mean == pytest.approx((0.485, 0.456, 0.406))  # from the model's pretrained config
+    assert dm.data_config.interpolation == "bicubic" and dm.data_config.crop_pct == 0.95
     assert model.hparams["class_names"] == list(SHAPE_CLASSES)
 
 

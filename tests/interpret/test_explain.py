@@ -96,14 +96,14 @@ def test_predictions_match_the_models_softmax_on_the_eval_preprocessing(tmp_path
 
     # independent reference: the eval preprocessing written out with torchvision, then the model's own softmax
     cfg = resnet.data_config
-    size = cfg["input_size"][-1]
+    size = cfg.input_size[-1]
     reference = T.Compose(
         [
-            T.Resize(math.floor(size / cfg["crop_pct"]), interpolation=InterpolationMode.BILINEAR, antialias=True),
+            T.Resize(math.floor(size / cfg.crop_pct), interpolation=InterpolationMode.BILINEAR, antialias=True),
             T.CenterCrop(size),
             T.ToImage(),
             T.ToDtype(torch.float32, scale=True),
-            T.Normalize(mean=list(cfg["mean"]), std=list(cfg["std"])),
+            T.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
         ]
     )
     batch = torch.stack([reference(Image.open(f).convert("RGB")) for f in files])
@@ -203,10 +203,12 @@ def test_errors_say_what_is_wrong(tmp_path, resnet):
         explain_images(nn.Sequential(nn.Conv2d(3, 3, 1)), tmp_path / "in", tmp_path / "out")
     with pytest.raises(ValueError, match=r"`data_config` lacks 'std'"):
         explain_images(resnet, tmp_path / "in", tmp_path / "out", data_config={"input_size": (3, 32, 32), "mean": 0})
-    with pytest.raises(
-        ValueError, match=r"Expected 3 values for `mean` and 3 positive values for `std`, but got 0 and"
-    ):
+    with pytest.raises(ValueError, match=r"Expected `mean` to be a sequence of numbers \(one per channel\), but got 0"):
         explain_images(resnet, tmp_path / "in", tmp_path / "out", data_config={**SMALL, "mean": 0})
+    with pytest.raises(
+        ValueError, match=r"Expected 3 values for `mean` and 3 positive values for `std`, but got \(0.5,\) and"
+    ):
+        explain_images(resnet, tmp_path / "in", tmp_path / "out", data_config={**SMALL, "mean": (0.5,)})
     with pytest.raises(
         ValueError, match=r"Expected `input_size` to be \(channels, height, width\), but got \(32, 32\)"
     ):

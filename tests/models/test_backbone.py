@@ -52,7 +52,7 @@ def test_backbone_kwargs_and_drop_rate_pass_through():
     assert model.model.patch_embed.img_size == (64, 64)
     assert model.model.head_drop.p == 0.25
     assert model.model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
-    assert model.data_config["input_size"] == (3, 64, 64)
+    assert model.data_config.input_size == (3, 64, 64)
     assert model.example_input_array.shape == (1, 3, 64, 64)
 
 

@@ -36,7 +36,10 @@ def test_unfrozen_layers_stay_identical_across_ranks(tmp_path):
     trainer = tiny_trainer(
         tmp_path, max_epochs=2, strategy="ddp_spawn", devices=2, callbacks=[SaveRankWeights(tmp_path)]
     )
-    run_spawned(lambda: trainer.fit(model, make_loader(num_samples=32, batch_size=4, shuffle=True)))
+    run_spawned(
+        lambda: trainer.fit(model, make_loader(num_samples=32, batch_size=4, shuffle=True)),
+        written=[tmp_path / f"rank{r}.pt" for r in (0, 1)],
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["frozen"] == ranks[1]["frozen"] == 0
     assert not torch.equal(ranks[0]["weights"]["conv1.0.weight"], initial)  # the thawed stem did train
@@ -60,7 +63,9 @@ def test_validation_metrics_are_synced_across_ranks(tmp_path):
     loader = make_loader(num_samples=40, num_classes=4, batch_size=5)  # 20 a rank: no padding by the sampler
     single = tiny_trainer(tmp_path / "one").validate(model, loader, verbose=False)[0]
     ddp = tiny_trainer(tmp_path / "two", strategy="ddp_spawn", devices=2, callbacks=[SaveRankMetrics(tmp_path)])
-    run_spawned(lambda: ddp.validate(model, loader, verbose=False))
+    run_spawned(
+        lambda: ddp.validate(model, loader, verbose=False), written=[tmp_path / f"metrics{r}.pt" for r in (0, 1)]
+    )
     for rank in (0, 1):  # every rank reports the metrics of the whole set
         metrics = torch.load(tmp_path / f"metrics{rank}.pt", weights_only=True)
         assert set(metrics) == set(single)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset, item_seed
+from lightning_cv.resume.loader import ResumableDataLoader, ResumableSampler, SeededDataset, item_seed
 
 
 def test_order_is_a_function_of_seed_and_epoch():

@@ -12,7 +12,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_cv.callbacks._display import data_config, to_display
+from lightning_cv.data.batch import hard_labels, try_split_batch
+from lightning_cv.data.config import find_data_config, to_display
 from lightning_cv.interpret.gradcam import GradCAM, overlay
 
 __all__ = ["GradCAMLogger"]
@@ -75,13 +76,14 @@ class GradCAMLogger(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not trainer.is_global_zero or not isinstance(batch, (list, tuple)) or len(batch) < 2:
-            return
         have = 0 if self._images is None else self._images.shape[0]
-        if have >= self.num_images:
+        if not trainer.is_global_zero or have >= self.num_images:
             return
-        images, labels = batch[0][: self.num_images - have].detach().cpu(), batch[1][: self.num_images - have]
-        labels = (labels.argmax(dim=1) if labels.ndim == 2 else labels).detach().cpu()
+        parts = try_split_batch(batch)
+        if parts is None or parts[1] is None:  # a batch without targets
+            return
+        images = parts[0][: self.num_images - have].detach().cpu()
+        labels = hard_labels(parts[1][: self.num_images - have]).detach().cpu()
         self._images = images if self._images is None else torch.cat([self._images, images])
         self._labels = labels if self._labels is None else torch.cat([self._labels, labels])
 
@@ -107,8 +109,7 @@ class GradCAMLogger(Callback):
             return
         cams = self.explain(trainer, pl_module)
         assert cams is not None and self._images is not None
-        config = data_config(trainer, pl_module)
-        pictures = to_display(self._images, config.get("mean"), config.get("std"))
+        pictures = to_display(self._images, find_data_config(getattr(trainer, "datamodule", None), pl_module))
         blended = [overlay(p, c, self.alpha) for p, c in zip(pictures, cams, strict=True)]
         experiments: list[Any] = [getattr(logger, "experiment", None) for logger in trainer.loggers]
         targets = [e for e in experiments if hasattr(e, "add_images")]
