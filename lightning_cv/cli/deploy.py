@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
+from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig
 
 __all__ = ["DEPLOY_COMMANDS", "benchmark", "explain", "export", "run_deploy_command"]
 
@@ -292,12 +293,9 @@ def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) 
     known = _data_keys()
     # a checkpoint names the data it was trained on, but never makes this machine download anything
     settings = {k: v for k, v in {**data_hp, "download": False, **overrides}.items() if k in known}
-    for key in ("image_size", "mean", "std", "interpolation", "crop_pct"):
-        if settings.get(key) is None and model.data_config.get(key if key != "image_size" else "input_size"):
-            value = model.data_config[key if key != "image_size" else "input_size"]
-            settings[key] = tuple(value[1:]) if key == "image_size" else value
-    if isinstance(settings.get("image_size"), (list, tuple)) and len(set(settings["image_size"])) == 1:
-        settings["image_size"] = int(settings["image_size"][0])
+    # preprocessing the data settings leave open is the model's, as when it was trained
+    trained = _trained_data_config(model, {k: v for k, v in settings.items() if k in OVERRIDE_KEYS})
+    settings.update(trained.to_arguments())
     has_source = any(settings.get(k) for k in ("data_dir", "dataset", "train_file", "val_file", "test_file"))
     if not has_source:
         raise ValueError(
@@ -337,46 +335,37 @@ def _split_loader(data: Any, splits: tuple[str, ...], num_images: int | None) ->
     return None
 
 
-def _trained_data_config(model: Any, data_hp: dict[str, Any]) -> dict[str, Any]:
+def _trained_data_config(model: Any, data_hp: dict[str, Any]) -> DataConfig:
     """The preprocessing the model was trained with: the backbone's config, overridden by the data settings saved in
     the checkpoint (a model pretrained at 224 px and trained at 32 px is exported and explained at 32 px)."""
-    config = dict(model.data_config)
-    for key in ("mean", "std", "interpolation", "crop_pct"):
-        if data_hp.get(key) is not None:
-            config[key] = data_hp[key]
-    if data_hp.get("image_size") is not None:
-        size = data_hp["image_size"]
-        config["input_size"] = (3, *size) if isinstance(size, (list, tuple)) else (3, size, size)
-    return config
+    return model.data_config.override(**{k: data_hp.get(k) for k in OVERRIDE_KEYS})
+
+
+def _config(model: Any, data: Any | None, data_hp: dict[str, Any]) -> DataConfig:
+    """The data module's config when there is one (it has applied ``--data.*``), else the trained one."""
+    return data.data_config if data is not None else _trained_data_config(model, data_hp)
 
 
 def _example(model: Any, data: Any | None, data_hp: dict[str, Any]) -> Tensor:
-    if data is not None:
-        size = data.data_config["image_size"]
-        height, width = size if isinstance(size, tuple) else (size, size)
-        return torch.zeros(1, 3, height, width)
-    return torch.zeros(1, *_trained_data_config(model, data_hp)["input_size"])
+    return torch.zeros(1, *_config(model, data, data_hp).input_size)
 
 
 def _metadata(model: Any, data: Any | None, data_hp: dict[str, Any], weights: str) -> dict[str, Any]:
-    config = data.data_config if data is not None else _trained_data_config(model, data_hp)
+    """What an exported file records: the weights it came from, the backbone, the classes and the preprocessing."""
     meta: dict[str, Any] = {"weights": weights, "backbone": model.hparams["backbone"]}
     if model.hparams.get("class_names"):
         meta["class_names"] = list(model.hparams["class_names"])
-    for key in ("mean", "std", "interpolation", "crop_pct"):
-        if config.get(key) is not None:
-            meta[key] = list(config[key]) if isinstance(config[key], tuple) else config[key]
-    return meta
+    config = _config(model, data, data_hp)
+    return {**meta, **config.export_metadata(input_size=config.input_size)}
 
 
 def _export_inputs(
     model: Any, data: Any | None, data_hp: dict[str, Any], ckpt_path: str
 ) -> tuple[Any, Any, Tensor, dict[str, Any]]:
     """Mean, std, an example batch and the metadata of an export: the data module's settings, else the trained ones."""
-    config = data.data_config if data is not None else _trained_data_config(model, data_hp)
-    example = _example(model, data, data_hp)
-    meta = {**_metadata(model, data, data_hp, Path(ckpt_path).name), "input_size": list(example.shape[1:])}
-    return config["mean"], config["std"], example, meta
+    config = _config(model, data, data_hp)
+    meta = _metadata(model, data, data_hp, Path(ckpt_path).name)
+    return config.mean, config.std, _example(model, data, data_hp), meta
 
 
 def _benchmark_exports(
