@@ -6,7 +6,6 @@ import dataclasses
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -15,8 +14,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightning_cv.data.arguments import validate_arguments
 from lightning_cv.data.checks import ClassBalance, class_balance, find_leaks
-from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig, find_data_config, is_image_size
+from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig, find_data_config
 from lightning_cv.data.datasets import (
     ImageFileDataset,
     SkippingDataLoader,
@@ -26,22 +26,16 @@ from lightning_cv.data.datasets import (
     load_torchvision_dataset,
     resolve_torchvision_name,
 )
+from lightning_cv.data.discovery import data_source, discover
 from lightning_cv.data.file_index import FileFacts, scan_files
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
-from lightning_cv.data.links import FOLLOW_LINKS, FollowLinks, SkippedPath, skipped_report
+from lightning_cv.data.links import FollowLinks, SkippedPath, skipped_report
 from lightning_cv.data.mixing import BatchMixer
-from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
+from lightning_cv.data.shapes import ShapesDataset
 from lightning_cv.data.sources import (
-    Record,
-    class_names_of,
     find_predict_files,
-    find_split_dirs,
-    read_list_file,
-    scan_class_folders,
-    stratified_split,
 )
-from lightning_cv.data.transforms import AUTO_AUGMENTS, build_eval_transform, build_train_transform
-from lightning_cv.plain_data import refuse_class_specs
+from lightning_cv.data.transforms import build_eval_transform, build_train_transform
 from lightning_cv.resume.loader import ResumableDataLoader, ResumableSampler, SeededDataset, item_seed
 
 __all__ = ["ImageDataModule"]
@@ -51,10 +45,6 @@ SPLITS = ("train", "val", "test")
 #: pretrained config) say otherwise (the values live in :class:`~lightning_cv.data.config.DataConfig`)
 DEFAULT_DATA_CONFIG: dict[str, Any] = DataConfig().to_arguments()
 SHAPES_DEFAULTS = {"num_train": 1800, "num_val": 300, "num_test": 300, "image_size": 64}
-
-
-def _fail(name: str, value: Any, expected: str) -> None:
-    raise ValueError(f"Expected `{name}` {expected}, but got {value!r}.")
 
 
 class ImageDataModule(LightningDataModule):
@@ -151,7 +141,7 @@ class ImageDataModule(LightningDataModule):
         std = tuple(std) if std is not None else None
         scale = tuple(scale)  # type: ignore[assignment]
         self.save_hyperparameters()
-        self._validate()
+        validate_arguments(self._hp)
         self._class_names: list[str] | None = None
         self._records: dict[str, list[tuple[str, int]]] = {}
         self._tv: dict[str, Any] = {}
@@ -171,73 +161,6 @@ class ImageDataModule(LightningDataModule):
         return self.hparams  # attribute access to the saved arguments, typed loosely for mypy
 
     # ------------------------------------------------------------------ validation and discovery
-    def _validate(self) -> None:
-        hp = self._hp
-        refuse_class_specs(hp.dataset_kwargs, "dataset_kwargs")
-        if hp.val_split is not None and not 0.0 <= hp.val_split < 1.0:
-            _fail("val_split", hp.val_split, "in [0, 1)")
-        if not 0.0 <= hp.test_split < 1.0:
-            _fail("test_split", hp.test_split, "in [0, 1)")
-        if (hp.val_split or 0.0) + hp.test_split >= 1.0:
-            _fail("val_split + test_split", (hp.val_split or 0.0) + hp.test_split, "< 1")
-        if hp.batch_size < 1:
-            _fail("batch_size", hp.batch_size, ">= 1")
-        if hp.eval_batch_size is not None and hp.eval_batch_size < 1:
-            _fail("eval_batch_size", hp.eval_batch_size, ">= 1 or None")
-        if hp.image_size is not None and not is_image_size(hp.image_size):
-            _fail("image_size", hp.image_size, "to be a positive int or a (height, width) pair of positive ints")
-        if hp.crop_pct is not None and not hp.crop_pct > 0:
-            _fail("crop_pct", hp.crop_pct, "> 0 (the resize before the center crop divides by it)")
-        for name in ("mean", "std"):
-            if hp[name] is not None and len(hp[name]) not in (1, 3):
-                _fail(name, hp[name], "to have 3 values (R, G, B) or 1")
-        if hp.std is not None and min(hp.std) <= 0:
-            _fail("std", hp.std, "to be > 0 (images are divided by it)")
-        if hp.max_image_pixels < 1:
-            _fail("max_image_pixels", hp.max_image_pixels, ">= 1")
-        if hp.num_workers is not None and hp.num_workers < 0:
-            _fail("num_workers", hp.num_workers, ">= 0 or None")
-        if hp.auto_augment not in AUTO_AUGMENTS:
-            _fail("auto_augment", hp.auto_augment, f"one of {', '.join(AUTO_AUGMENTS)}")
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if hp[name] < 0:
-                _fail(name, hp[name], ">= 0")
-        for name in ("mix_prob", "switch_prob", "hflip", "random_erasing"):
-            if not 0.0 <= hp[name] <= 1.0:
-                _fail(name, hp[name], "in [0, 1]")
-        if not (len(hp.scale) == 2 and 0.0 < hp.scale[0] <= hp.scale[1] <= 1.0):
-            _fail("scale", hp.scale, "(low, high) with 0 < low <= high <= 1")
-        for name, allowed in (
-            ("image_check", ("header", "decode", "none")),
-            ("on_bad_file", ("skip", "error")),
-            ("leakage_check", ("exact", "perceptual", "off")),
-            ("on_leakage", ("warn", "error")),
-            ("follow_links", FOLLOW_LINKS),
-        ):
-            if hp[name] not in allowed:
-                _fail(name, hp[name], f"one of {', '.join(allowed)}")
-        self._source()  # an unknown dataset name fails here, not at setup
-
-    def _source(self) -> str:
-        hp = self._hp
-        if hp.dataset is not None:
-            if hp.dataset.lower() == "shapes":
-                return "shapes"
-            if resolve_torchvision_name(hp.dataset) is None:
-                raise ValueError(
-                    f"Unknown dataset {hp.dataset!r}. Use 'shapes' (embedded, offline), a torchvision dataset such as "
-                    "'cifar10', 'cifar100', 'mnist', 'fashion_mnist' or 'torchvision:<ClassName>', or leave `dataset` "
-                    "unset and pass `data_dir` (image folders) or `train_file` (a CSV list)."
-                )
-            if hp.data_dir is None:
-                raise ValueError(f"Dataset {hp.dataset!r} needs `data_dir`: the folder it is (or will be) stored in.")
-            return "torchvision"
-        if hp.train_file is not None:
-            return "list"
-        if hp.data_dir is not None:
-            return "folders"
-        return "shapes"
-
     @property
     def class_names(self) -> list[str]:
         """The class names in label order (found on first use, from folder names, lists or the dataset)."""
@@ -252,119 +175,19 @@ class ImageDataModule(LightningDataModule):
     def _discover(self) -> None:
         if self._class_names is not None:
             return
-        source = self._source()
-        if source == "shapes":
-            self._class_names = list(SHAPE_CLASSES)
-        elif source == "torchvision":
-            self._discover_torchvision()
-        elif source == "list":
-            self._discover_lists()
-        else:
-            self._discover_folders()
-
-    def _split_sizes(self, has_val: bool, has_test: bool) -> list[float]:
-        hp = self._hp
-        if has_val and hp.val_split:
-            raise ValueError("The data has a validation split already; remove `val_split` or the val/ folder/file.")
-        if has_test and hp.test_split:
-            raise ValueError("The data has a test split already; remove `test_split` or the test/ folder/file.")
-        val = 0.0 if has_val else (0.1 if hp.val_split is None else hp.val_split)
-        return [val, 0.0 if has_test else hp.test_split]
-
-    def _set_records(self, records: dict[str, list[Record]], classes: list[str]) -> None:
-        index = {name: i for i, name in enumerate(classes)}
-        for split, rows in records.items():
-            unknown = sorted({label for _, label in rows} - set(index))
-            if unknown:
-                raise ValueError(
-                    f"The {split} split has classes the training split lacks: {unknown}. Train and {split} must "
-                    "have the same classes; add training images for them or remove them."
-                )
-        self._class_names = classes
-        self._records = {split: [(p, index[label]) for p, label in rows] for split, rows in records.items()}
-
-    def _split_train(self, records: dict[str, list[Record]], classes: list[str]) -> dict[str, list[Record]]:
-        val, test = self._split_sizes("val" in records, "test" in records)
-        if not val and not test:
-            return records
-        train = records["train"]
-        index = {name: i for i, name in enumerate(classes)}
-        parts = stratified_split([index[label] for _, label in train], [val, test], self._hp.seed)
-        out = dict(records)
-        out["train"] = [train[i] for i in parts[2]]
-        if val:
-            out["val"] = [train[i] for i in parts[0]]
-        if test:
-            out["test"] = [train[i] for i in parts[1]]
-        return out
-
-    def _discover_folders(self) -> None:
-        root = self._hp.data_dir
-        skipped: list[SkippedPath] = []  # from every split, for one warning
-        split_dirs = find_split_dirs(root)
-        split_dirs = split_dirs if "train" in split_dirs else {"train": Path(root)}
-
-        def scan(folder: Path) -> tuple[list[Record], list[str]]:
-            # the whole data folder is the boundary: a link from train/ into a shared pool beside it stays inside
-            return scan_class_folders(folder, follow_links=self._hp.follow_links, boundary=root, skipped=skipped)
-
-        records: dict[str, list[Record]] = {}
-        train, classes = scan(split_dirs["train"])
-        records["train"] = train
-        for split in ("val", "test"):
-            if split in split_dirs:
-                rows, names = scan(split_dirs[split])
-                if names != classes:
-                    missing, extra = sorted(set(classes) - set(names)), sorted(set(names) - set(classes))
-                    raise ValueError(
-                        f"Class folders differ between '{split_dirs['train']}' and '{split_dirs[split]}': "
-                        f"missing in {split}: {missing}, not in train: {extra}. Every split needs the same class "
-                        "folders, or labels would mean different classes in each."
-                    )
-                records[split] = rows
-        if skipped:
-            rank_zero_warn(skipped_report(skipped))
-        self._set_records(self._split_train(records, classes), classes)
-
-    def _discover_lists(self) -> None:
-        hp = self._hp
-        records = {"train": read_list_file(hp.train_file, hp.data_dir, follow_links=hp.follow_links)}
-        for split, file in (("val", hp.val_file), ("test", hp.test_file)):
-            if file is not None:
-                records[split] = read_list_file(file, hp.data_dir, follow_links=hp.follow_links)
-        classes = class_names_of([label for _, label in records["train"]])
-        self._set_records(self._split_train(records, classes), classes)
-
-    def _discover_torchvision(self) -> None:
-        hp = self._hp
-        name = resolve_torchvision_name(hp.dataset)
-        assert name is not None
-        kwargs = dict(hp.dataset_kwargs or {})
-        # the class names may be wanted before prepare_data ran (the command line asks at start-up), so a dataset
-        # that may download does so here too; torchvision skips the download when the files are already there
-        train = load_torchvision_dataset(name, hp.data_dir, "train", download=hp.download, **kwargs)
-        test = load_torchvision_dataset(name, hp.data_dir, "test", download=hp.download, **kwargs)
-        targets = [int(t) for t in getattr(train, "targets", getattr(train, "labels", []))]
-        if not targets:
-            raise ValueError(f"torchvision.datasets.{name} exposes no `targets` or `labels`; use an image folder.")
-        classes = [str(c) for c in getattr(train, "classes", range(max(targets) + 1))]
-        val, _ = self._split_sizes(False, True)
-        parts = stratified_split(targets, [val], hp.seed)
-        self._tv = {"train": train, "val": train, "test": test}
-        self._tv_indices = {"train": parts[1], "val": parts[0], "test": list(range(len(test)))}
-        if not val:
-            del self._tv["val"], self._tv_indices["val"]
-        self._class_names = classes
+        found = discover(self._hp)
+        self._class_names, self._records = found.class_names, found.records
+        self._tv, self._tv_indices = found.torchvision, found.torchvision_indices
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
         hp = self._hp
-        if self._source() == "torchvision" and hp.download:
+        if data_source(self._hp) == "torchvision" and hp.download:
             name = resolve_torchvision_name(hp.dataset)
             assert name is not None
             for split in ("train", "test"):
                 load_torchvision_dataset(name, hp.data_dir, split, download=True, **(hp.dataset_kwargs or {}))
-        if self._source() in ("folders", "list") and self._checks_wanted():
+        if data_source(self._hp) in ("folders", "list") and self._checks_wanted():
             # once per node (Lightning calls this on local rank 0 alone): every file is read here and the answers
             # cached, so each process's setup then reads only file sizes and times
             self._discover()
@@ -446,7 +269,7 @@ class ImageDataModule(LightningDataModule):
         longest = max(cfg.image_size)
         eval_min = math.floor(longest / cfg.crop_pct)
         train_min = math.ceil(longest / math.sqrt(hp.scale[0]))
-        source = self._source()
+        source = data_source(self._hp)
         if source in ("folders", "list") and not self._checked:
             self._run_checks()
         self.datasets = {}
@@ -474,7 +297,7 @@ class ImageDataModule(LightningDataModule):
 
     def _make_dataset(self, split: str, tf: Any, train_min: int, eval_min: int) -> Any:
         hp = self._hp
-        source = self._source()
+        source = data_source(self._hp)
         if source == "shapes":
             opts = {**SHAPES_DEFAULTS, **(hp.dataset_kwargs or {})}
             return ShapesDataset(
