@@ -11,35 +11,28 @@ backend is never touched.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import Tensor, nn
 
 from lightning_cv.data.config import DataConfig, to_display
 from lightning_cv.data.image_io import IMAGE_EXTENSIONS, BadImageError, load_image
-from lightning_cv.data.sources import list_images
 from lightning_cv.data.transforms import build_eval_transform
+from lightning_cv.interpret import drawing
 from lightning_cv.interpret.attention import attention_blocks, attention_rollout
-from lightning_cv.interpret.gradcam import GradCAM, overlay
+from lightning_cv.interpret.drawing import CONTACT_SHEET_LIMIT
+from lightning_cv.interpret.files import collect_files, output_stems
+from lightning_cv.interpret.gradcam import GradCAM
 
 __all__ = ["ExplainReport", "ExplainedImage", "SkippedFile", "explain_images"]
 
-#: overlays narrower than this are upscaled (nearest neighbour, so the model's pixels stay visible)
-MIN_DISPLAY_WIDTH = 224
-#: the contact sheet shows at most this many images (the first ones, in file order)
-CONTACT_SHEET_LIMIT = 64
-_SHEET_PANELS_PER_ROW = 8
-_SHEET_GAP = 4
 
 
 @dataclass(frozen=True)
@@ -165,8 +158,8 @@ def explain_images(
     do_rollout = _resolve_rollout(model, rollout)
     _require_captum()
     cam = GradCAM(model, target_layer)  # checks target_layer before any image is read
-    files, root = _collect_files(images, exclude=out)
-    jobs = list(zip(files, _output_stems(files, root), strict=True))  # a list, not a dict: a file may come twice
+    files, root = collect_files(images, exclude=out)
+    jobs = list(zip(files, output_stems(files, root), strict=True))  # a list, not a dict: a file may come twice
     transform = build_eval_transform(
         config.transform_size,
         mean=config.mean,
@@ -202,7 +195,7 @@ def explain_images(
         raise FileNotFoundError(_nothing_readable(images, report.skipped))
     if contact_sheet:
         report.contact_sheet = out / "contact_sheet.png"
-        _contact_sheet(tiles).save(report.contact_sheet, compress_level=3)
+        drawing.contact_sheet(tiles).save(report.contact_sheet, compress_level=3)
     return report
 
 
@@ -299,77 +292,6 @@ def _require_captum() -> None:
         ) from err
 
 
-# ---------------------------------------------------------------------------------------------------- files
-def _collect_files(
-    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], exclude: Path
-) -> tuple[list[Path], Path | None]:
-    """The files to explain and the folder their names are taken relative to (for unique output names)."""
-    if isinstance(images, (str, os.PathLike)):
-        path = Path(images)
-        if path.is_file():
-            return [path], path.parent
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"'{path}' does not exist. Pass a folder of images, an image file or a list of image files."
-            )
-        skip = exclude.resolve()
-        files = [Path(f) for f in list_images(path)]
-        files = [f for f in files if skip not in f.resolve().parents]  # our own overlays from an earlier run
-        if not files:
-            raise FileNotFoundError(
-                f"No image files in '{path}' (searched recursively for {', '.join(IMAGE_EXTENSIONS)})."
-            )
-        return files, path
-    if not isinstance(images, Sequence):
-        raise TypeError(
-            f"Expected `images` to be a folder, a file or a list of files, but got {type(images).__name__}."
-        )
-    files = [Path(f) for f in images]
-    if not files:
-        raise ValueError("Expected `images` to hold at least one file, but got an empty list.")
-    try:
-        root: Path | None = Path(os.path.commonpath([f.absolute().parent for f in files]))
-    except ValueError:  # different drives (Windows)
-        root = None
-    return files, root
-
-
-def _output_stems(files: Sequence[Path], root: Path | None) -> list[str]:
-    """The file stems, made unique (case-insensitively) by the sub-folder, then the extension, then a counter."""
-
-    def folders(path: Path) -> list[str]:
-        try:
-            relative = path.absolute().relative_to(root.absolute()) if root is not None else path
-        except ValueError:
-            relative = path
-        return [p for p in relative.parent.parts if p not in (relative.anchor, "", ".", "..")]
-
-    keys = [f.stem for f in files]
-    counts = Counter(k.casefold() for k in keys)
-    keys = ["__".join([*folders(f), k]) if counts[k.casefold()] > 1 else k for f, k in zip(files, keys, strict=True)]
-    counts = Counter(k.casefold() for k in keys)
-    keys = [f"{k}_{f.suffix[1:].lower()}" if counts[k.casefold()] > 1 else k for f, k in zip(files, keys, strict=True)]
-    seen: set[str] = set()
-    unique = []
-    for key in keys:
-        candidate, n = key, 2
-        while candidate.casefold() in seen:
-            candidate, n = f"{key}_{n}", n + 1
-        seen.add(candidate.casefold())
-        unique.append(candidate)
-    return unique
-
-
-def _nothing_readable(images: Any, skipped: Sequence[SkippedFile]) -> str:
-    where = f"'{images}'" if isinstance(images, (str, os.PathLike)) else f"the {len(skipped)} file(s) given"
-    listing = "\n".join(f"  {s.path}: {s.reason}" for s in skipped[:10])
-    more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-    return (
-        f"No readable image in {where}; {len(skipped)} file(s) skipped:\n{listing}{more}\n"
-        f"Supported extensions: {', '.join(IMAGE_EXTENSIONS)}."
-    )
-
-
 # ---------------------------------------------------------------------------------------------------- model
 @contextlib.contextmanager
 def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[None]:
@@ -449,9 +371,9 @@ def _explain_batch(
         method = "Grad-CAM"
         if target != pred:
             method = f"Grad-CAM for {label(target)} ({100 * float(probs[i, target]):.1f}%)"
-        panels = [_panel(picture, heatmaps[i], alpha, (headline, method))]
+        panels = [drawing.panel(picture, heatmaps[i], alpha, (headline, method))]
         if rollouts is not None:
-            panels.append(_panel(picture, rollouts[i], alpha, (headline, "attention rollout")))
+            panels.append(drawing.panel(picture, rollouts[i], alpha, (headline, "attention rollout")))
         entry = {
             "predicted_index": pred,
             "predicted_class": label(pred),
@@ -464,62 +386,11 @@ def _explain_batch(
     return results
 
 
-# ---------------------------------------------------------------------------------------------------- drawing
-@functools.lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> str:
-    """``text``, shortened with "..." until it fits ``width`` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _panel(picture: np.ndarray, heatmap: Tensor, alpha: float, lines: Sequence[str]) -> Image.Image:
-    """The image upscaled to a viewable width, the heatmap blended on top, and ``lines`` of text above it."""
-    height, width = picture.shape[:2]
-    scale = max(1, math.ceil(MIN_DISPLAY_WIDTH / width))
-    if scale > 1:  # nearest neighbour: the model's own pixels, not a smoothed guess; the heatmap stays smooth
-        picture = np.asarray(Image.fromarray(picture).resize((width * scale, height * scale), Image.Resampling.NEAREST))
-    blended = Image.fromarray(overlay(picture, heatmap, alpha=alpha))
-    font_size = max(12, blended.width // 16)
-    line_height, pad = round(font_size * 1.3), max(3, font_size // 4)
-    canvas = Image.new("RGB", (blended.width, blended.height + len(lines) * line_height + 2 * pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = _font(font_size)
-    for n, text in enumerate(lines):
-        fitted = _fit(draw, text, font, blended.width - 2 * pad)
-        draw.text((pad, pad + n * line_height), fitted, fill="black", font=font)
-    canvas.paste(blended, (0, canvas.height - blended.height))
-    return canvas
-
-
-def _contact_sheet(tiles: Sequence[tuple[str, Sequence[Image.Image]]]) -> Image.Image:
-    """One captioned tile per image (its panels side by side, each at most 224 px wide), 8 panels per row at most."""
-    panel = tiles[0][1][0]
-    shrink = min(1.0, MIN_DISPLAY_WIDTH / panel.width)
-    size = (max(1, round(panel.width * shrink)), max(1, round(panel.height * shrink)))
-    per_tile = len(tiles[0][1])
-    cols = min(len(tiles), max(1, _SHEET_PANELS_PER_ROW // per_tile))
-    rows = math.ceil(len(tiles) / cols)
-    font = _font(12)
-    caption = 16
-    tile_width, tile_height = per_tile * size[0], size[1] + caption
-    sheet = Image.new(
-        "RGB",
-        (cols * tile_width + (cols + 1) * _SHEET_GAP, rows * tile_height + (rows + 1) * _SHEET_GAP),
-        (235, 235, 235),
+def _nothing_readable(images: Any, skipped: Sequence[SkippedFile]) -> str:
+    where = f"'{images}'" if isinstance(images, (str, os.PathLike)) else f"the {len(skipped)} file(s) given"
+    listing = "\n".join(f"  {s.path}: {s.reason}" for s in skipped[:10])
+    more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    return (
+        f"No readable image in {where}; {len(skipped)} file(s) skipped:\n{listing}{more}\n"
+        f"Supported extensions: {', '.join(IMAGE_EXTENSIONS)}."
     )
-    draw = ImageDraw.Draw(sheet)
-    for n, (name, panels) in enumerate(tiles):
-        row, col = divmod(n, cols)
-        x, y = _SHEET_GAP + col * (tile_width + _SHEET_GAP), _SHEET_GAP + row * (tile_height + _SHEET_GAP)
-        for k, image in enumerate(panels):
-            thumb = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-            sheet.paste(thumb, (x + k * size[0], y))
-        draw.text((x + 2, y + size[1] + 1), _fit(draw, name, font, tile_width - 4), fill=(60, 60, 60), font=font)
-    return sheet

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -17,8 +16,8 @@ from torch import Tensor, nn
 from lightning_cv.data.batch import hard_labels, is_soft, split_batch, split_labelled_batch
 from lightning_cv.data.config import DataConfig
 from lightning_cv.losses import soft_target_cross_entropy
-from lightning_cv.models.backbone import check_backbone_name, create_backbone, resolve_data_config
-from lightning_cv.models.compiling import check_compile_spec
+from lightning_cv.models.arguments import safe_yaml_hparams, validate_arguments
+from lightning_cv.models.backbone import create_backbone, resolve_data_config
 from lightning_cv.models.ddp_rewrap import rewrap_ddp
 from lightning_cv.models.eval_mode_warning import FrozenEvalModeWarningFilter
 from lightning_cv.models.freezing import (
@@ -30,9 +29,8 @@ from lightning_cv.models.freezing import (
     layer_groups,
 )
 from lightning_cv.models.metrics import build_metrics, confusion_matrix_figure
-from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups, check_optimizer
-from lightning_cv.optim.schedules import build_scheduler, check_scheduler
-from lightning_cv.plain_data import refuse_class_specs
+from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups
+from lightning_cv.optim.schedules import build_scheduler
 from lightning_cv.resume.keys import EMA_KEY, FREEZING_KEY
 from lightning_cv.resume.schedule import sync_lr_with_schedule
 from lightning_cv.resume.state import TrainingState
@@ -128,7 +126,7 @@ class ImageClassifier(LightningModule):
         if isinstance(pretrained, os.PathLike):
             pretrained = os.fspath(pretrained)  # hyperparameters must load with weights_only=True: no Path objects
         class_names = list(class_names) if class_names is not None else None
-        _validate_arguments(locals())
+        validate_arguments(locals())
         self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
         if callable(optimizer):
             rank_zero_info("A callable optimizer is not saved in the checkpoint's hyperparameters.")
@@ -319,7 +317,7 @@ class ImageClassifier(LightningModule):
 
             read_checkpoint(checkpoint_path)  # the clear refusals: no such file, pickles, class specs, stray paths
         if hparams_file:
-            kwargs = {**_safe_yaml_hparams(hparams_file), **kwargs}  # Lightning would read it with yaml.full_load
+            kwargs = {**safe_yaml_hparams(hparams_file), **kwargs}  # Lightning would read it with yaml.full_load
         # The weights come from the checkpoint, and how the model runs is the caller's choice: a file must not make
         # it download (`pretrained`) or compile with options that name a command (`compile`).
         kwargs.setdefault("pretrained", False)
@@ -471,86 +469,3 @@ class ImageClassifier(LightningModule):
 
 def _is_compiled(module: nn.Module) -> bool:
     return getattr(module, "_compiled_call_impl", None) is not None
-
-
-def _safe_yaml_hparams(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Hyperparameters from a YAML file, as plain values (no Python tags such as ``!!python/name``)."""
-    import yaml
-
-    with open(path, encoding="utf-8") as stream:
-        try:
-            values = yaml.safe_load(stream)
-        except yaml.YAMLError as err:
-            raise ValueError(f"`hparams_file` '{path}' is not plain YAML ({err}).") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"`hparams_file` '{path}' holds no mapping of hyperparameters.")
-    return values
-
-
-def _validate_arguments(args: dict[str, Any]) -> None:
-    """Fail fast, in ``__init__``, with the fix in the message."""
-    num_classes = args["num_classes"]
-    if num_classes is None:
-        raise ValueError(
-            "Expected argument `num_classes` to be an integer >= 2, but got None. Pass the number of classes, "
-            "e.g. `num_classes=datamodule.num_classes`."
-        )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}.")
-    names: Sequence[str] | None = args["class_names"]
-    if names is not None and len(names) != num_classes:
-        raise ValueError(f"Expected {num_classes} `class_names` (one per class), but got {len(names)}.")
-    check_backbone_name(args["backbone"])
-    checks = [
-        ("drop_rate", 0.0 <= args["drop_rate"] < 1.0, "in [0, 1)"),
-        ("label_smoothing", 0.0 <= args["label_smoothing"] < 1.0, "in [0, 1)"),
-        ("lr", args["lr"] > 0, "> 0"),
-        ("weight_decay", args["weight_decay"] >= 0, ">= 0"),
-        ("momentum", 0.0 <= args["momentum"] < 1.0, "in [0, 1)"),
-        ("warmup_epochs", args["warmup_epochs"] >= 0, ">= 0"),
-        ("warmup_steps", args["warmup_steps"] >= 0, ">= 0"),
-        ("warmup_start_factor", 0.0 <= args["warmup_start_factor"] <= 1.0, "in [0, 1]"),
-        ("eta_min", 0.0 <= args["eta_min"] <= args["lr"], "in [0, lr]"),
-        ("step_size", args["step_size"] >= 1, ">= 1"),
-        ("gamma", args["gamma"] > 0, "> 0"),
-        ("top_k", args["top_k"] >= 1, ">= 1"),
-        ("calibration_bins", args["calibration_bins"] >= 1, ">= 1"),
-        ("freeze_layers", args["freeze_layers"] >= 0, ">= 0"),
-    ]
-    refuse_class_specs(args["backbone_kwargs"], "backbone_kwargs")
-    refuse_class_specs(args["compile"], "compile")
-    check_compile_spec(args["compile"])
-    for name, ok, expected in checks:
-        if not ok:
-            raise ValueError(f"Expected argument `{name}` to be {expected}, but got {args[name]!r}.")
-    if args["layer_decay"] is not None and not 0.0 < args["layer_decay"] <= 1.0:
-        raise ValueError(f"Expected argument `layer_decay` to be in (0, 1] or None, but got {args['layer_decay']!r}.")
-    if args["warmup_epochs"] > 0 and args["warmup_steps"] > 0:
-        raise ValueError("Give the warmup length once: `warmup_epochs` or `warmup_steps`, not both.")
-    if args["nesterov"] and args["momentum"] <= 0:
-        raise ValueError("`nesterov=True` needs `momentum` > 0.")
-    check_optimizer(args["optimizer"])
-    check_scheduler(args["scheduler"])
-    freeze = args["freeze_backbone"]
-    if freeze not in (True, False, "auto"):
-        raise ValueError(f"Expected argument `freeze_backbone` to be True, False or 'auto', but got {freeze!r}.")
-    if freeze is not False and args["freeze_layers"]:
-        raise ValueError(
-            "Choose one freezing policy: `freeze_backbone` (everything but the head, or 'auto') or "
-            "`freeze_layers=N` (the first N layer groups), not both."
-        )
-    milestones = args["unfreeze_milestones"]
-    if milestones is not None:
-        if (
-            not milestones
-            or any(not isinstance(m, int) or m < 0 for m in milestones)
-            or list(milestones) != sorted(set(milestones))
-        ):
-            raise ValueError(
-                f"Expected `unfreeze_milestones` to be increasing epoch numbers >= 0, but got {milestones!r}."
-            )
-        if freeze is False and not args["freeze_layers"]:
-            raise ValueError(
-                "`unfreeze_milestones` thaws frozen layers, but nothing is frozen. Add `freeze_backbone=True` "
-                "or `freeze_layers=N`."
-            )

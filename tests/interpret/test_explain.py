@@ -12,7 +12,8 @@ from torchvision.transforms import v2 as T
 from lightning_cv import ImageClassifier
 from lightning_cv.data import ShapesDataset
 from lightning_cv.interpret import ExplainReport, explain_images
-from lightning_cv.interpret.explain import CONTACT_SHEET_LIMIT, MIN_DISPLAY_WIDTH
+from lightning_cv.interpret.drawing import MIN_DISPLAY_WIDTH
+from lightning_cv.interpret.explain import CONTACT_SHEET_LIMIT
 
 SMALL = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "crop_pct": 1.0}
 

@@ -1,0 +1,98 @@
+"""The arguments of :class:`~lightning_cv.ImageClassifier`, checked in ``__init__`` with the fix in the message."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from lightning_cv.models.backbone import check_backbone_name
+from lightning_cv.models.compiling import check_compile_spec
+from lightning_cv.optim.optimizers import check_optimizer
+from lightning_cv.optim.schedules import check_scheduler
+from lightning_cv.plain_data import refuse_class_specs
+
+__all__ = ["safe_yaml_hparams", "validate_arguments"]
+
+
+def safe_yaml_hparams(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Hyperparameters from a YAML file, as plain values (no Python tags such as ``!!python/name``)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as stream:
+        try:
+            values = yaml.safe_load(stream)
+        except yaml.YAMLError as err:
+            raise ValueError(f"`hparams_file` '{path}' is not plain YAML ({err}).") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"`hparams_file` '{path}' holds no mapping of hyperparameters.")
+    return values
+
+
+def validate_arguments(args: dict[str, Any]) -> None:
+    """Fail fast, in ``__init__``, with the fix in the message."""
+    num_classes = args["num_classes"]
+    if num_classes is None:
+        raise ValueError(
+            "Expected argument `num_classes` to be an integer >= 2, but got None. Pass the number of classes, "
+            "e.g. `num_classes=datamodule.num_classes`."
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}.")
+    names: Sequence[str] | None = args["class_names"]
+    if names is not None and len(names) != num_classes:
+        raise ValueError(f"Expected {num_classes} `class_names` (one per class), but got {len(names)}.")
+    check_backbone_name(args["backbone"])
+    checks = [
+        ("drop_rate", 0.0 <= args["drop_rate"] < 1.0, "in [0, 1)"),
+        ("label_smoothing", 0.0 <= args["label_smoothing"] < 1.0, "in [0, 1)"),
+        ("lr", args["lr"] > 0, "> 0"),
+        ("weight_decay", args["weight_decay"] >= 0, ">= 0"),
+        ("momentum", 0.0 <= args["momentum"] < 1.0, "in [0, 1)"),
+        ("warmup_epochs", args["warmup_epochs"] >= 0, ">= 0"),
+        ("warmup_steps", args["warmup_steps"] >= 0, ">= 0"),
+        ("warmup_start_factor", 0.0 <= args["warmup_start_factor"] <= 1.0, "in [0, 1]"),
+        ("eta_min", 0.0 <= args["eta_min"] <= args["lr"], "in [0, lr]"),
+        ("step_size", args["step_size"] >= 1, ">= 1"),
+        ("gamma", args["gamma"] > 0, "> 0"),
+        ("top_k", args["top_k"] >= 1, ">= 1"),
+        ("calibration_bins", args["calibration_bins"] >= 1, ">= 1"),
+        ("freeze_layers", args["freeze_layers"] >= 0, ">= 0"),
+    ]
+    refuse_class_specs(args["backbone_kwargs"], "backbone_kwargs")
+    refuse_class_specs(args["compile"], "compile")
+    check_compile_spec(args["compile"])
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"Expected argument `{name}` to be {expected}, but got {args[name]!r}.")
+    if args["layer_decay"] is not None and not 0.0 < args["layer_decay"] <= 1.0:
+        raise ValueError(f"Expected argument `layer_decay` to be in (0, 1] or None, but got {args['layer_decay']!r}.")
+    if args["warmup_epochs"] > 0 and args["warmup_steps"] > 0:
+        raise ValueError("Give the warmup length once: `warmup_epochs` or `warmup_steps`, not both.")
+    if args["nesterov"] and args["momentum"] <= 0:
+        raise ValueError("`nesterov=True` needs `momentum` > 0.")
+    check_optimizer(args["optimizer"])
+    check_scheduler(args["scheduler"])
+    freeze = args["freeze_backbone"]
+    if freeze not in (True, False, "auto"):
+        raise ValueError(f"Expected argument `freeze_backbone` to be True, False or 'auto', but got {freeze!r}.")
+    if freeze is not False and args["freeze_layers"]:
+        raise ValueError(
+            "Choose one freezing policy: `freeze_backbone` (everything but the head, or 'auto') or "
+            "`freeze_layers=N` (the first N layer groups), not both."
+        )
+    milestones = args["unfreeze_milestones"]
+    if milestones is not None:
+        if (
+            not milestones
+            or any(not isinstance(m, int) or m < 0 for m in milestones)
+            or list(milestones) != sorted(set(milestones))
+        ):
+            raise ValueError(
+                f"Expected `unfreeze_milestones` to be increasing epoch numbers >= 0, but got {milestones!r}."
+            )
+        if freeze is False and not args["freeze_layers"]:
+            raise ValueError(
+                "`unfreeze_milestones` thaws frozen layers, but nothing is frozen. Add `freeze_backbone=True` "
+                "or `freeze_layers=N`."
+            )
