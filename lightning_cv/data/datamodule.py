@@ -1,4 +1,10 @@
-"""ImageDataModule: from files (or a named dataset) to augmented, mixed batches on the device."""
+"""ImageDataModule: from files (or a named dataset) to augmented, mixed batches on the device.
+
+Why this file is ~500 lines: it is the one class users configure, and it holds the Lightning hooks in the order they
+run (prepare_data, setup, the loaders, on-device mixing, state for resume). Everything else it uses lives apart:
+argument checks (``arguments.py``), which images there are (``discovery.py``), the data config (``config.py``),
+transforms, mixing, file checks and the resumable loader (``lightning_cv.resume``).
+"""
 
 from __future__ import annotations
 

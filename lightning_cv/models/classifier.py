@@ -1,4 +1,10 @@
-"""ImageClassifier: a LightningModule around any timm backbone, and its family presets."""
+"""ImageClassifier: a LightningModule around any timm backbone.
+
+Why this file is ~470 lines: it is the LightningModule's hooks, in the order Lightning calls them, and the 70-line
+docstring that is the reference for every argument. Argument checks (``arguments.py``), freezing (``freezing.py``),
+the backbone (``backbone.py``), checkpoint reading (``checkpoint.py``), DDP re-wrapping (``ddp_rewrap.py``) and the
+resume state (``lightning_cv.resume``) live in their own modules.
+"""
 
 from __future__ import annotations
 
