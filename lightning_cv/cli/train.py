@@ -21,7 +21,8 @@ from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.cli.checkpoint_settings import apply_checkpoint_settings
 from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
 from lightning_cv.cli.runs import RunConfigSaver, checkpoint_root, remove_run_without_results
-from lightning_cv.data.datamodule import DEFAULT_DATA_CONFIG, ImageDataModule
+from lightning_cv.data.config import OVERRIDE_KEYS
+from lightning_cv.data.datamodule import ImageDataModule
 from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, read_checkpoint
 from lightning_cv.models.classifier import ImageClassifier
 from lightning_cv.resume.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint
@@ -153,7 +154,7 @@ class LightningCVCLI(LightningCLI):
         data_hp = getattr(self, "_data_from_checkpoint", None)
         if data_hp is not None:
             # evaluation and prediction see images the way training did: same size, statistics and crop
-            for key in DEFAULT_DATA_CONFIG:
+            for key in OVERRIDE_KEYS:
                 if cfg.data.get(key) is None and data_hp.get(key) is not None:
                     cfg.data[key] = data_hp[key]
         self._data_probe: ImageDataModule | None = None
