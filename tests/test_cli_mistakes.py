@@ -131,7 +131,7 @@ def test_fit_lists_a_folder_dataset_once(in_tmp, monkeypatch):
     """The command line counts the classes before building the model; it must not list the tree a second time."""
     from PIL import Image
 
-    import lightning_cv.data.datamodule as datamodule
+    import lightning_cv.data.discovery as discovery
 
     for name in ("cat", "dog"):
         (in_tmp / "pets" / name).mkdir(parents=True)
@@ -139,8 +139,8 @@ def test_fit_lists_a_folder_dataset_once(in_tmp, monkeypatch):
             colour = (40 * i, 90 if name == "cat" else 0, 0)
             Image.new("RGB", (32, 32), colour).save(in_tmp / "pets" / name / f"{i}.png")
     calls = []
-    real = datamodule.scan_class_folders
-    monkeypatch.setattr(datamodule, "scan_class_folders", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = discovery.scan_class_folders
+    monkeypatch.setattr(discovery, "scan_class_folders", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     args = [*TINY[:2], "--data.data_dir=pets", "--data.image_size=32", "--data.batch_size=4", "--trainer.max_epochs=1"]
     cli = LightningCVCLI(args=["fit", *args, "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
     assert cli.datamodule.num_classes == 2 and cli.trainer.global_step > 0
