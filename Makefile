@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,18 @@ lint: $(STAMP)
 	$(PY) -m ruff check lightning_cv tests benchmarks examples
 	$(PY) -m mypy lightning_cv
 
+# Two pytest-xdist workers, one per core (tests/conftest.py gives each one torch thread). --dist loadfile keeps a
+# file's tests on one worker, so a module-scoped trained model is trained once. `make test PYTEST_ARGS=` runs
+# everything in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: every test but the end-to-end ones marked `slow` (make test, which CI runs, runs those too).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/epoch_overhead.py

@@ -29,6 +29,18 @@ if _XDIST_WORKERS > 1:
 torch.set_num_threads(_THREADS)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, hand out the files that hold `slow` tests first.
+
+    ``--dist loadfile`` deals out whole files in collection order; a long file dealt out last keeps one worker busy
+    while the other idles (longest first is the usual cure). A plain run keeps the collection order.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    heavy = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in heavy)  # a stable sort: each file's own order is kept
+
+
 def make_loader(
     num_samples: int = 16,
     num_classes: int = 3,

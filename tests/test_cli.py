@@ -78,9 +78,8 @@ def test_validate_best_reproduces_the_best_validation_metric(in_tmp):
     assert tested.trainer.callback_metrics["test_acc"].item() == pytest.approx(hits / 12)
 
 
-def test_predict_from_checkpoint_alone_writes_a_row_per_image(in_tmp):
-    cli = fit("--data.image_size=40", "--trainer.max_epochs=1")
-    ckpt = cli.trainer.checkpoint_callback.best_model_path
+def test_predict_from_checkpoint_alone_writes_a_row_per_image(in_tmp, cli_checkpoint):
+    ckpt = cli_checkpoint  # trained at 32 px; test_resnet's own input size is 160
     photos = in_tmp / "photos"
     photos.mkdir()
     for i in range(3):
@@ -98,7 +97,7 @@ def test_predict_from_checkpoint_alone_writes_a_row_per_image(in_tmp):
             "--trainer.enable_progress_bar=false",
         ]
     )
-    assert predicted.datamodule.data_config["image_size"] == 40  # eval transforms from the checkpoint
+    assert predicted.datamodule.data_config["image_size"] == 32  # eval transforms from the checkpoint
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 4
     by_name = {Path(r["path"]).name: r for r in rows}

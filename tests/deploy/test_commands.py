@@ -63,6 +63,7 @@ def _run(path, images):
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
+@pytest.mark.slow
 def test_export_fp32_with_metadata_and_parity(trained, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     assert main(["export", "--ckpt_path", trained, "--output", str(out)]) == 0
@@ -81,6 +82,7 @@ def test_export_fp32_with_metadata_and_parity(trained, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [out]  # one self-contained file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["uint8_nhwc", "uint8_nchw"])
 def test_baked_preprocessing_takes_raw_pixels(trained, tmp_path, layout):
     out = tmp_path / "pixels.onnx"
@@ -96,6 +98,7 @@ def test_baked_preprocessing_takes_raw_pixels(trained, tmp_path, layout):
     assert np.abs(_run(out, feed.numpy()) - expected).max() < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_int8_export_stays_within_tolerance_on_the_test_split(trained, tmp_path, mode, capsys):
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / f"{mode}.onnx"
@@ -113,6 +116,7 @@ def test_int8_export_stays_within_tolerance_on_the_test_split(trained, tmp_path,
     assert props["quantization"] == mode and "class_names" in props
 
 
+@pytest.mark.slow
 def test_benchmark_fills_every_column_on_cpu(trained, tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["benchmark", "--ckpt_path", trained, "--output_dir", str(out), "--repeats", "3", "--warmup", "1"]
@@ -130,6 +134,7 @@ def test_benchmark_fills_every_column_on_cpu(trained, tmp_path, capsys):
     assert (out / "benchmark.md").read_text().count("| ok") == 4
 
 
+@pytest.mark.slow
 def test_explain_writes_an_overlay_per_readable_image(trained, tmp_path, capsys):
     from lightning_cv.data import ShapesDataset
 
@@ -160,10 +165,11 @@ def test_explain_writes_an_overlay_per_readable_image(trained, tmp_path, capsys)
         (["export", "--ckpt_path", "{ckpt}", "--output", "m.onnx", "--opset", "99"], "Unsupported onnx_opset_version"),
     ],
 )
-def test_bad_input_is_a_short_error(trained, tmp_path, monkeypatch, capsys, args, message):
+def test_bad_input_is_a_short_error(cli_checkpoint, tmp_path, monkeypatch, capsys, args, message):
+    # the shared tiny CLI checkpoint will do: none of these mistakes needs a trained model to be refused
     monkeypatch.chdir(tmp_path)
     try:
-        code = main([a.replace("{ckpt}", trained) for a in args])
+        code = main([a.replace("{ckpt}", cli_checkpoint) for a in args])
     except SystemExit as exit_info:  # an argument the parser refuses exits as in `fit`
         code = exit_info.code
     assert code == 2
@@ -188,6 +194,7 @@ def test_foreign_checkpoint_and_static_without_data(tmp_path, capsys):
     assert (tmp_path / "q.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_console_script_runs_export(trained, tmp_path):
     out = tmp_path / "m.onnx"
     result = subprocess.run(

@@ -17,7 +17,8 @@ def test_heatmaps_for_every_architecture_leave_no_trace(backbone):
     hooks = sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules())
     with torch.inference_mode():  # as in Trainer.validate: the explanation leaves inference mode itself
         cams = GradCAM(model).generate_cam(torch.randn(3, 3, 64, 64))
-    assert cams.shape == (3, 64, 64) and float(cams.min()) >= 0 and float(cams.max()) <= 1
+    lows, highs = cams.flatten(1).aminmax(dim=1)
+    assert cams.shape == (3, 64, 64) and lows.eq(0).all() and highs.eq(1).all()  # min-max scaled, image by image
     assert {name: m.training for name, m in model.named_modules()} == modes
     assert sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules()) == hooks
     assert all(p.grad is None for p in model.parameters())
@@ -44,7 +45,11 @@ def test_unknown_layer_is_named():
 
 @pytest.mark.slow
 def test_heatmaps_peak_on_the_object_of_a_trained_model(tmp_path):
-    """Train briefly on the shapes set, then check where Grad-CAM peaks against the recorded object boxes."""
+    """Train briefly on the shapes set, then check where Grad-CAM peaks against the recorded object boxes.
+
+    test_resnet on 2,000 shapes for 8 epochs reaches about 50% validation accuracy, and its peaks land in the box
+    about 2.4 times as often as chance (the bar is 2); resnet10t on 4,000 shapes for 10 epochs took three times as long.
+    """
     seed_everything(0)
     size = 48
     data = ImageDataModule(
@@ -54,16 +59,16 @@ def test_heatmaps_peak_on_the_object_of_a_trained_model(tmp_path):
         batch_size=32,
         scale=(0.6, 1.0),
         auto_augment="none",
-        dataset_kwargs={"image_size": size, "num_train": 4000, "num_val": 120},
+        dataset_kwargs={"image_size": size, "num_train": 2000, "num_val": 120},
     )
-    model = ImageClassifier(backbone="resnet10t", num_classes=6, pretrained=False, lr=3e-3, warmup_epochs=0.5)
-    trainer = tiny_trainer(tmp_path, max_epochs=10, enable_checkpointing=True)
+    model = ImageClassifier(backbone="test_resnet", num_classes=6, pretrained=False, lr=3e-3, warmup_epochs=0.5)
+    trainer = tiny_trainer(tmp_path, max_epochs=8, enable_checkpointing=True)
     trainer.fit(model, data)
     # the same weights with a dilated last stage (timm output_stride=8): a 6x6 heatmap instead of 2x2 at 48 px
     weights = tmp_path / "trained.ckpt"
     trainer.save_checkpoint(weights)
     fine = ImageClassifier(
-        backbone="resnet10t", num_classes=6, pretrained=str(weights), backbone_kwargs={"output_stride": 8}
+        backbone="test_resnet", num_classes=6, pretrained=str(weights), backbone_kwargs={"output_stride": 8}
     ).eval()
     val = data.datasets["val"]
     images = torch.stack([val[i][0] for i in range(len(val))])
