@@ -11,6 +11,7 @@ and prints where everything is.
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def main() -> None:
             *quiet,
         ]
     )
-    rows = (out / "predictions.csv").read_text().splitlines()[1:]
-    right = sum(1 for r in rows if r.split(",")[1] and Path(r.split(",")[0]).stem.split("_", 1)[1] == r.split(",")[1])
+    with (out / "predictions.csv").open(newline="") as stream:
+        rows = list(csv.DictReader(stream))  # the writer quotes text cells: read it as CSV, not by splitting lines
+    right = sum(1 for r in rows if r["predicted_class"] == Path(r["path"]).stem.split("_", 1)[1])
     minutes = (time.perf_counter() - start) / 60
     print("\n" + "=" * 72)
     print(f"lightning_cv demo finished in {minutes:.1f} min")
