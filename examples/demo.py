@@ -57,7 +57,8 @@ def main() -> None:
     )
     with (out / "predictions.csv").open(newline="") as stream:
         rows = list(csv.DictReader(stream))  # the writer quotes text cells: read it as CSV, not by splitting lines
-    right = sum(1 for r in rows if r["predicted_class"] == Path(r["path"]).stem.split("_", 1)[1])
+    named = [(r["predicted_class"], Path(r["path"]).stem.split("_", 1)) for r in rows if r["predicted_class"]]
+    right = sum(1 for predicted, parts in named if parts[-1] == predicted)
     minutes = (time.perf_counter() - start) / 60
     print("\n" + "=" * 72)
     print(f"lightning_cv demo finished in {minutes:.1f} min")
