@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from PIL import Image
 from torch import Tensor
 from typing_extensions import override
 
 from lightning_cv.data.batch import hard_labels, try_split_batch
 from lightning_cv.data.config import DataConfig, find_data_config, to_display
+from lightning_cv.reporting import log_image
+from lightning_cv.reporting.drawing import captioned, contact_sheet, upscale
 
 __all__ = ["PredictionGallery"]
+
+_PER_ROW = 4
+#: small images are enlarged (nearest neighbour) to at least this width, so a 32 px input can be seen
+_TILE_WIDTH = 160
+_RED = (200, 0, 0)
 
 
 class PredictionGallery(Callback):
@@ -22,9 +29,12 @@ class PredictionGallery(Callback):
 
     The images are ranked by their cross-entropy loss, so confident mistakes come first, then unsure right answers.
     Only ``num_images`` candidates are kept while validation runs, so memory does not grow with the validation set.
-    The grid goes to every logger that takes figures (TensorBoard), or as a PNG into the run directory when none
-    does. Works with any LightningModule: it uses ``outputs["probs"]`` of ``validation_step`` when given, and
-    otherwise runs the module on the batch itself. With several processes each shows its own share (rank zero logs).
+    The grid (mistakes captioned in red, small images enlarged) is drawn with PIL in milliseconds and goes to every
+    logger as the image ``val_worst_predictions``, through that logger's own image API, or as a PNG file under
+    ``<run dir>/images/val_worst_predictions/`` for a logger that takes no images (CSV) and for a run without a
+    logger (see :func:`lightning_cv.reporting.log_image`). Works with any LightningModule: it uses
+    ``outputs["probs"]`` of ``validation_step`` when given, and otherwise runs the module on the batch itself.
+    With several processes each shows its own share (rank zero logs).
 
     Args:
         num_images: how many images the gallery shows.
@@ -41,12 +51,6 @@ class PredictionGallery(Callback):
         self.every_n_epochs = every_n_epochs
         self.class_names = list(class_names) if class_names is not None else None
         self._kept: list[tuple[float, Tensor, int, int, float]] = []  # (loss, image, true, predicted, probability)
-        self._run_dir: Path | None = None
-
-    @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # trainer.log_dir broadcasts across processes: ask on every rank here, never from rank zero alone (it hangs)
-        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
 
     def _due(self, trainer: Trainer) -> bool:
         return (
@@ -103,43 +107,33 @@ class PredictionGallery(Callback):
         hparams = getattr(pl_module, "hparams", {})
         return hparams.get("class_names") if hasattr(hparams, "get") else None
 
-    def figure(self, mean: Sequence[float] | None, std: Sequence[float] | None, names: Sequence[str] | None) -> Any:
-        """The gallery as a matplotlib figure (images un-normalised with ``mean`` and ``std``)."""
-        from matplotlib.figure import Figure
+    def captions(self, names: Sequence[str] | None) -> list[tuple[tuple[str, str], bool]]:
+        """The caption lines of each kept image, worst first, and whether it is a mistake (shown in red)."""
 
         def label(index: int) -> str:
             return names[index] if names is not None and index < len(names) else str(index)
 
-        cols = min(4, len(self._kept))
-        rows = -(-len(self._kept) // cols)
-        fig = Figure(figsize=(2.6 * cols, 2.9 * rows))
-        config = DataConfig(mean=tuple(mean), std=tuple(std)) if mean is not None and std is not None else None
+        return [
+            ((f"true: {label(true)}", f"pred: {label(pred)} ({prob:.2f})"), true != pred)
+            for _loss, _image, true, pred, prob in self._kept
+        ]
+
+    def image(self, config: DataConfig | None, names: Sequence[str] | None) -> Image.Image:
+        """The gallery as one picture, 4 images a row, each un-normalised with ``config`` below its caption.
+
+        Drawn with PIL: a few milliseconds, where a 16-image matplotlib figure took about 0.2 s every epoch.
+        """
         pictures = to_display(torch.stack([item[1] for item in self._kept]), config)
-        for n, (_loss, _image, true, pred, prob) in enumerate(self._kept):
-            ax = fig.add_subplot(rows, cols, n + 1)
-            ax.imshow(pictures[n])
-            ax.set_title(
-                f"true: {label(true)}\npred: {label(pred)} ({prob:.2f})",
-                fontsize=8,
-                color="black" if true == pred else "red",
-            )
-            ax.axis("off")
-        fig.tight_layout()
-        return fig
+        tiles = []
+        for n, (picture, (lines, wrong)) in enumerate(zip(pictures, self.captions(names), strict=True)):
+            tile = captioned(upscale(picture, _TILE_WIDTH), lines, _RED if wrong else "black")
+            tiles.append((f"#{n + 1}  loss {self._kept[n][0]:.2f}", [tile]))
+        return contact_sheet(tiles, panels_per_row=_PER_ROW)
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._due(trainer) or not self._kept:
             return
         config = find_data_config(getattr(trainer, "datamodule", None), pl_module)
-        mean, std = (config.mean, config.std) if config is not None else (None, None)
-        figure = self.figure(mean, std, self._names(pl_module))
-        experiments: list[Any] = [getattr(logger, "experiment", None) for logger in trainer.loggers]
-        targets = [e for e in experiments if hasattr(e, "add_figure")]
-        for experiment in targets:
-            experiment.add_figure("val_worst_predictions", figure, global_step=trainer.global_step)
-        if not targets:
-            folder = (self._run_dir or Path(trainer.default_root_dir)) / "gallery"
-            folder.mkdir(parents=True, exist_ok=True)
-            figure.savefig(folder / f"epoch_{trainer.current_epoch:03d}.png")
+        log_image(trainer, "val_worst_predictions", self.image(config, self._names(pl_module)))
         self._kept = []

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from PIL import Image
 from torch import Tensor
 from typing_extensions import override
 
 from lightning_cv.data.batch import hard_labels, try_split_batch
-from lightning_cv.data.config import find_data_config, to_display
-from lightning_cv.interpret.gradcam import GradCAM, overlay
+from lightning_cv.data.config import DataConfig, find_data_config, to_display
+from lightning_cv.interpret.drawing import contact_sheet, panel
+from lightning_cv.interpret.gradcam import GradCAM
+from lightning_cv.reporting import log_image
 
 __all__ = ["GradCAMLogger"]
 
@@ -23,8 +24,12 @@ class GradCAMLogger(Callback):
     """Show where the model looks: Grad-CAM heatmaps over the same validation images, epoch after epoch.
 
     The first ``num_images`` validation images are kept (on the CPU) and explained every ``every_n_epochs`` epochs
-    for the predicted (or true) class, with captum. The overlays go to every logger that takes figures
-    (TensorBoard), or into ``<run dir>/gradcam/`` as PNG files when none does. The target layer is found through
+    for the predicted (or true) class, with captum. Each overlay keeps the image visible under the heatmap, with
+    the predicted class and its probability, and the true class and its probability, written above it, as in
+    ``lightning-cv explain``; the overlays of one round make one contact sheet (a single picture per step, so the
+    images of an epoch stay together in every logger), logged as ``val_gradcam`` to every logger through its own
+    image API, or saved as ``<run dir>/images/val_gradcam/step_<step>.png`` for a logger that takes no images (CSV)
+    and for a run without a logger (see :func:`lightning_cv.reporting.log_image`). The target layer is found through
     timm's interface (last feature stage of a CNN, last block of a ViT with its tokens put back on the patch grid)
     or given by name. The computation leaves inference mode and enables gradients itself, so it also works under
     ``Trainer.validate``, AMP and frozen backbones, and it restores every module's mode and removes its hooks. Only
@@ -59,12 +64,6 @@ class GradCAMLogger(Callback):
         self._labels: Tensor | None = None
         #: the heatmaps of the last logging round, ``(N, H, W)`` in [0, 1]
         self.last_cams: Tensor | None = None
-        self._run_dir: Path | None = None
-
-    @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # trainer.log_dir broadcasts across processes: ask on every rank here, never from rank zero alone (it hangs)
-        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
 
     @override
     def on_validation_batch_end(
@@ -108,21 +107,59 @@ class GradCAMLogger(Callback):
         if not self._due(trainer):
             return
         cams = self.explain(trainer, pl_module)
-        assert cams is not None and self._images is not None
-        pictures = to_display(self._images, find_data_config(getattr(trainer, "datamodule", None), pl_module))
-        blended = [overlay(p, c, self.alpha) for p, c in zip(pictures, cams, strict=True)]
-        experiments: list[Any] = [getattr(logger, "experiment", None) for logger in trainer.loggers]
-        targets = [e for e in experiments if hasattr(e, "add_images")]
-        for experiment in targets:
-            stack = torch.from_numpy(np.stack(blended)).permute(0, 3, 1, 2)
-            experiment.add_images("val_gradcam", stack, global_step=trainer.global_step)
-        if not targets:
-            self._save(trainer, blended)
+        assert cams is not None
+        config = find_data_config(getattr(trainer, "datamodule", None), pl_module)
+        hparams = getattr(pl_module, "hparams", {})
+        names = hparams.get("class_names") if hasattr(hparams, "get") else None
+        log_image(trainer, "val_gradcam", self.sheet(pl_module, cams, config, names))
 
-    def _save(self, trainer: Trainer, blended: Sequence[np.ndarray]) -> None:
-        from PIL import Image
+    def panels(
+        self, pl_module: LightningModule, cams: Tensor, config: DataConfig | None, names: Sequence[str] | None
+    ) -> list[Image.Image]:
+        """One overlay per kept image: its heatmap in ``cams`` over it, predicted and true class (probability) above."""
+        assert self._images is not None and self._labels is not None
+        probs = _probabilities(pl_module, self._images)
+        confidence, predicted = probs.max(dim=1)
 
-        folder = (self._run_dir or Path(trainer.default_root_dir)) / "gradcam"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, picture in enumerate(blended):
-            Image.fromarray(picture).save(folder / f"epoch_{trainer.current_epoch:03d}_{i:02d}.png")
+        def label(index: int) -> str:
+            return names[index] if names is not None and index < len(names) else f"class {index}"
+
+        result = []
+        for i, picture in enumerate(to_display(self._images, config)):
+            pred, true = int(predicted[i]), int(self._labels[i])
+            lines = (
+                f"pred: {label(pred)} ({float(confidence[i]):.1%})",
+                f"true: {label(true)} ({float(probs[i, true]):.1%})",
+            )
+            result.append(panel(picture, cams[i], self.alpha, lines))
+        return result
+
+    def sheet(
+        self, pl_module: LightningModule, cams: Tensor, config: DataConfig | None, names: Sequence[str] | None
+    ) -> Image.Image:
+        """The overlays of :meth:`panels` on one contact sheet, each named by the class its heatmap explains."""
+        explained = "true class" if self.target == "true" else "predicted class"
+        tiles = [
+            (f"#{i + 1} Grad-CAM of the {explained}", [p])
+            for i, p in enumerate(self.panels(pl_module, cams, config, names))
+        ]
+        return contact_sheet(tiles)
+
+
+def _probabilities(pl_module: LightningModule, images: Tensor) -> Tensor:
+    """Softmax of the module's outputs for ``images``, in eval mode without gradients; modes restored, on the CPU.
+
+    Asked again at every round (the kept images stay, the model changes); Grad-CAM's own forward pass gives no
+    probabilities, hence this second, cheap one.
+    """
+    modes = {m: m.training for m in pl_module.modules()}
+    param = next(pl_module.parameters(), None)
+    inputs = images if param is None else images.to(param.device, param.dtype)
+    try:
+        pl_module.eval()
+        with torch.no_grad():
+            logits = pl_module(inputs)
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    return logits.float().softmax(dim=1).cpu()

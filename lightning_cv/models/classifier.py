@@ -16,7 +16,7 @@ from typing import IO, Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_cv.data.batch import hard_labels, is_soft, split_batch, split_labelled_batch
@@ -34,9 +34,10 @@ from lightning_cv.models.freezing import (
     frozen_groups_at_epoch,
     layer_groups,
 )
-from lightning_cv.models.metrics import build_metrics, confusion_matrix_figure
+from lightning_cv.models.metrics import build_metrics, confusion_matrix_image
 from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups
 from lightning_cv.optim.schedules import build_scheduler
+from lightning_cv.reporting import log_image
 from lightning_cv.resume.keys import EMA_KEY, FREEZING_KEY
 from lightning_cv.resume.schedule import sync_lr_with_schedule
 from lightning_cv.resume.state import TrainingState
@@ -83,7 +84,8 @@ class ImageClassifier(LightningModule):
         gamma: LR multiplier at each drop for ``scheduler="step"``.
         top_k: also report top-k accuracy (k is capped at ``num_classes - 1``; 1 disables it).
         calibration_bins: bins of the expected calibration error.
-        log_confusion_matrix: log the validation confusion matrix as a figure where the logger takes images.
+        log_confusion_matrix: log the validation and test confusion matrix as an image to every logger (a PNG file
+            under the run directory for a CSV logger or none; see :func:`lightning_cv.reporting.log_image`).
         channels_last: keep weights and inputs in channels-last memory format: faster convolutions under AMP on
             GPUs with tensor cores (the usual speed-up for CNNs is 10-30%); no effect on results.
         compile: compile the backbone with ``torch.compile`` when the Trainer sets the model up; ``True`` uses the
@@ -420,19 +422,9 @@ class ImageClassifier(LightningModule):
         confmat.reset()
         if self.trainer.sanity_checking or not self.hparams["log_confusion_matrix"]:
             return
-        if not self.trainer.is_global_zero:
-            return
-        experiments: list[Any] = [getattr(lg, "experiment", None) for lg in self.loggers]
-        targets = [exp for exp in experiments if hasattr(exp, "add_figure")]
-        if not targets:
-            return
-        try:
-            figure = confusion_matrix_figure(self.confusion_matrix, self.hparams.get("class_names"))
-        except ImportError as err:
-            rank_zero_warn(f"Not logging the confusion matrix: {err}")
-            return
-        for experiment in targets:
-            experiment.add_figure(f"{stage}_confusion_matrix", figure, global_step=self.global_step)
+        if self.trainer.is_global_zero:  # every logger, each through its image API (PNG files for CSV or none)
+            picture = confusion_matrix_image(self.confusion_matrix, self.hparams.get("class_names"))
+            log_image(self.trainer, f"{stage}_confusion_matrix", picture, step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._end_of_eval("val")

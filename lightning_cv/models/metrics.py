@@ -1,11 +1,13 @@
-"""Classification metrics (torchmetrics) and the confusion-matrix figure."""
+"""Classification metrics (torchmetrics) and pictures of the confusion matrix."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -16,10 +18,12 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from lightning_cv.reporting.drawing import fit_text, font
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["build_metrics", "confusion_matrix_figure", "effective_top_k"]
+__all__ = ["build_metrics", "confusion_matrix_figure", "confusion_matrix_image", "effective_top_k"]
 
 
 def effective_top_k(top_k: int, num_classes: int) -> int:
@@ -48,7 +52,11 @@ def build_metrics(
 
 
 def confusion_matrix_figure(matrix: Tensor, class_names: Sequence[str] | None = None) -> Figure:
-    """A matplotlib figure of a confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    """A matplotlib figure of a confusion matrix (rows: true class, columns: predicted), counts in the cells.
+
+    For a figure to edit or put in a report. Training logs :func:`confusion_matrix_image` instead: the same picture
+    drawn with PIL, about 20 times faster than drawing this figure (matplotlib is imported only here).
+    """
     try:
         from matplotlib.figure import Figure
     except ImportError as err:  # pragma: no cover - exercised only without the optional dependency
@@ -73,3 +81,104 @@ def confusion_matrix_figure(matrix: Tensor, class_names: Sequence[str] | None = 
                 ax.text(j, i, str(value), ha="center", va="center", color="white" if value > high else "black")
     fig.tight_layout()
     return fig
+
+
+#: ColorBrewer "Blues", matplotlib's colour map for confusion matrices: white for none, dark blue for the most
+_BLUES = np.array(
+    [
+        [247, 251, 255],
+        [222, 235, 247],
+        [198, 219, 239],
+        [157, 202, 225],
+        [106, 174, 214],
+        [65, 145, 198],
+        [32, 112, 180],
+        [8, 80, 155],
+        [8, 48, 107],
+    ],
+    dtype=np.float32,
+)
+#: the matrix itself is drawn at most this many pixels wide (cells of 40 px at most, 1 px at least)
+_GRID_PIXELS = 1600
+_MAX_CELL = 40
+_LABEL_WIDTH = 160
+
+
+def confusion_matrix_image(matrix: Tensor, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """A confusion matrix as an RGB picture ``(H, W, 3)`` uint8: rows true class, columns predicted class.
+
+    The darker the blue, the more images; counts are written in the cells while they fit (up to about 50 classes)
+    and class names along both axes while a cell is tall enough for text (up to about 200). Drawn with PIL in a few
+    milliseconds, so it can be logged every validation epoch (see :func:`lightning_cv.reporting.log_image`).
+
+    Args:
+        matrix: ``(C, C)`` counts, e.g. ``ImageClassifier.confusion_matrix``.
+        class_names: ``C`` names; ``None`` writes the class indices.
+    """
+    counts = matrix.detach().cpu().to(torch.int64).numpy()
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
+        raise ValueError(f"Expected a square (C, C) confusion matrix, but got shape {tuple(counts.shape)}.")
+    n = counts.shape[0]
+    names = [str(name) for name in class_names] if class_names is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"Expected one class name per row of the matrix ({n}), but got {len(names)} `class_names`.")
+    cell = min(_MAX_CELL, max(1, _GRID_PIXELS // n))
+    high = max(int(counts.max()), 1)
+    stops = np.linspace(0.0, 1.0, len(_BLUES))
+    colours = np.stack([np.interp(counts / high, stops, _BLUES[:, c]) for c in range(3)], axis=-1)
+    grid = Image.fromarray(colours.round().astype(np.uint8)).resize((n * cell, n * cell), Image.Resampling.NEAREST)
+    _write_counts(grid, counts, cell, high)
+    label_size = min(13, cell - 3)
+    if label_size < 7:  # too many classes for names: the matrix alone
+        return np.asarray(grid)
+    return np.asarray(_with_class_names(grid, names, cell, label_size))
+
+
+def _write_counts(grid: Image.Image, counts: np.ndarray, cell: int, high: int) -> None:
+    """Counts centred in their cells (white on dark blue), when the largest one fits a cell."""
+    count_font = font(min(14, int(cell * 0.4)))
+    draw = ImageDraw.Draw(grid)
+    if cell * 0.4 < 8 or draw.textlength(str(high), font=count_font) > cell - 2:
+        return
+    boxes: dict[str, tuple[float, float]] = {}  # text -> offset from the cell's corner (few distinct counts)
+    for (i, j), value in np.ndenumerate(counts):
+        text = str(value)
+        if text not in boxes:
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=count_font)
+            boxes[text] = ((cell - right - left) / 2, (cell - bottom - top) / 2)
+        dx, dy = boxes[text]
+        colour = "white" if value > high / 2 else "black"
+        draw.text((j * cell + dx, i * cell + dy), text, fill=colour, font=count_font)
+
+
+def _with_class_names(grid: Image.Image, names: Sequence[str], cell: int, size: int) -> Image.Image:
+    """``grid`` with the class names left of the rows and above the columns (read upwards), axis names in the corner."""
+    label_font, pad = font(size), 4
+    probe = ImageDraw.Draw(grid)
+    fitted = [fit_text(probe, name, label_font, _LABEL_WIDTH) for name in names]
+    axis_font = font(13)
+    width = round(
+        max(
+            probe.textlength("columns: predicted", font=axis_font),
+            *(probe.textlength(t, font=label_font) for t in fitted),
+        )
+    )
+    margin = width + 2 * pad
+    canvas = Image.new("RGB", (margin + grid.width + pad, margin + grid.height + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    strip = Image.new("RGB", (margin, grid.height), "white")  # column names, drawn as rows, then turned upright
+    strip_draw = ImageDraw.Draw(strip)
+    offset = (cell - size) / 2 - 1
+    for k, text in enumerate(fitted):
+        draw.text(
+            (margin - pad - draw.textlength(text, font=label_font), margin + k * cell + offset),
+            text,
+            fill="black",
+            font=label_font,
+        )
+        strip_draw.text((pad, k * cell + offset), text, fill="black", font=label_font)
+    canvas.paste(strip.transpose(Image.Transpose.ROTATE_90), (margin, 0))
+    draw.text((pad, pad), "rows: true", fill=(90, 90, 90), font=axis_font)
+    draw.text((pad, pad + 17), "columns: predicted", fill=(90, 90, 90), font=axis_font)
+    canvas.paste(grid, (margin, margin))
+    return canvas

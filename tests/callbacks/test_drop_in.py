@@ -18,7 +18,8 @@ def test_all_four_with_a_plain_module(tmp_path):
     callbacks = four(tmp_path)
     tiny_trainer(tmp_path, max_epochs=2, callbacks=callbacks).fit(PlainResNet(), make_loader(), make_loader())
     assert (tmp_path / "export" / "model.onnx").is_file() and callbacks[3].report is not None
-    assert len(list((tmp_path / "gradcam").glob("*.png"))) == 4  # 2 images x 2 epochs
+    sheets = sorted(p.name for p in (tmp_path / "images" / "val_gradcam").iterdir())
+    assert sheets == ["step_000002.png", "step_000004.png"]  # one contact sheet of 2 images per epoch
     assert callbacks[1].num_updates == 4
 
 
@@ -29,7 +30,7 @@ def test_all_four_with_image_classifier(tmp_path):
     callbacks = four(tmp_path)
     tiny_trainer(tmp_path, max_epochs=1, callbacks=callbacks).fit(model, make_loader(), make_loader())
     assert callbacks[3].report is not None and max(callbacks[3].report.max_abs_diff.values()) < 1e-4
-    assert len(list((tmp_path / "gradcam").glob("*.png"))) == 2
+    assert [p.name for p in (tmp_path / "images" / "val_gradcam").iterdir()] == ["step_000002.png"]
 
 
 class SaveRankState(Callback):
@@ -55,10 +56,10 @@ def test_all_four_under_ddp(tmp_path):
     for key, value in ranks[0].items():
         torch.testing.assert_close(ranks[1][key], value, msg=key)  # the same average on both ranks
     assert [p.name for p in (tmp_path / "export").iterdir()] == ["model.onnx"]
-    assert sorted(p.name for p in (tmp_path / "gradcam").iterdir()) == [
-        "epoch_000_00.png",
-        "epoch_000_01.png",
-        "epoch_001_00.png",
-        "epoch_001_01.png",
+    images = tmp_path / "images"  # rank zero only: 4 steps an epoch on each of the two ranks
+    assert sorted(p.name for p in (images / "val_gradcam").iterdir()) == ["step_000004.png", "step_000008.png"]
+    assert sorted(p.name for p in (images / "val_worst_predictions").iterdir()) == [
+        "step_000004.png",
+        "step_000008.png",
     ]
-    assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == ["epoch_000.png", "epoch_001.png"]
+    assert sorted(p.name for p in (images / "val_confusion_matrix").iterdir()) == ["step_000004.png", "step_000008.png"]

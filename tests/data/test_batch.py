@@ -106,7 +106,7 @@ def test_callbacks_read_dict_batches(tmp_path):
     callbacks = [PredictionGallery(num_images=4), ema, gradcam, export]
     trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=callbacks)
     trainer.fit(DictNet(), dict_loader(), dict_loader())
-    assert [p.name for p in (tmp_path / "gallery").iterdir()] == ["epoch_000.png"]
+    assert [p.name for p in (tmp_path / "images" / "val_worst_predictions").iterdir()] == ["step_000002.png"]
     assert {"val_loss_raw", "val_acc_raw"} <= set(trainer.callback_metrics)
     assert gradcam.last_cams is not None and gradcam.last_cams.shape == (2, 32, 32)
     assert export.report is not None and export.report.metadata["input_size"] == "[3, 32, 32]"
