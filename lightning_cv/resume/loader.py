@@ -123,27 +123,38 @@ class SeededDataset(Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[tuple[int, int] | int]) -> list[Any]:
+        """The items of a batch, each under its own seed (the DataLoader fetches a batch through this).
+
+        The caller's generator states are saved and restored once per batch: NumPy's alone costs ~45 us, as much as
+        decoding a 28 px PNG, where seeding an item costs ~5 us.
+        """
         import random
 
         import numpy as np
         from torch.utils.data import get_worker_info
 
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        seed = item_seed(self.seed, epoch, index)
         in_worker = get_worker_info() is not None  # a worker's generators serve this dataset alone: no restore
         python_state = None if in_worker else random.getstate()
         numpy_state = None if in_worker else np.random.get_state()
+        items = []
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)  # the CPU generator alone: ~1 us, torch.manual_seed ~60 us
-            random.seed(seed)
-            np.random.seed(seed % (1 << 32))
             try:
-                return self.dataset[index]
+                for key in keys:
+                    epoch, index = key if isinstance(key, tuple) else (0, key)
+                    seed = item_seed(self.seed, epoch, index)
+                    torch.default_generator.manual_seed(seed)  # the CPU generator alone: ~1 us, torch.manual_seed ~60
+                    random.seed(seed)
+                    np.random.seed(seed % (1 << 32))
+                    items.append(self.dataset[index])
             finally:
                 if python_state is not None:
                     random.setstate(python_state)
                 if numpy_state is not None:
                     np.random.set_state(numpy_state)
+        return items
 
 
 class _LazyIterator:

@@ -128,3 +128,23 @@ def test_a_complete_epoch_resumes_at_the_next_one():
     loader.load_state_dict({"epoch": 3, "batches": 2})
     next(iter(loader))
     assert loader.resumable_sampler.epoch == 4 and loader.batches_taken == 0
+
+
+def test_a_batch_fetched_at_once_equals_its_items_fetched_one_by_one():
+    # the DataLoader fetches through __getitems__: one save and restore of the caller's generators per batch
+    data = SeededDataset(RandomItems(), seed=11)
+    keys = [(1, 3), (1, 7), (2, 3)]
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    batch = data.__getitems__(keys)
+    assert batch == [data[key] for key in keys]
+    assert len({item[1] for item in batch}) == 3  # every item under its own seed, not one seed per batch
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+    assert np.array_equal(np.random.get_state()[1], before[2])
+    loader = ResumableDataLoader(data, sampler=ResumableSampler(8, seed=1), batch_size=3)
+    fetched = [item for b in loader for item in zip(*b, strict=True)]
+    order = ResumableSampler(8, seed=1).global_order(0)
+    assert [int(f[0]) for f in fetched] == order
+    assert [round(float(f[1]), 6) for f in fetched] == [round(data[(0, i)][1], 6) for i in order]
