@@ -6,7 +6,7 @@ from lightning_cv.callbacks.gradcam_logger import GradCAMLogger
 from lightning_cv.callbacks.onnx_export import ONNXExport
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.callbacks.warmup import LinearWarmup
-from lightning_cv.resume.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint
+from lightning_cv.resume.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint, ResumableCheckpoint
 
 __all__ = [
     "EMA",
@@ -17,4 +17,5 @@ __all__ = [
     "PredictionGallery",
     "PredictionWriter",
     "PreemptionCheckpoint",
+    "ResumableCheckpoint",
 ]

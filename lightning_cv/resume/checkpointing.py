@@ -4,8 +4,9 @@ Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` saves at epoch
 spot instance that is preempted an hour into a two-hour epoch loses that hour. :class:`PeriodicCheckpoint` saves
 every ``every_n_steps`` optimizer steps or ``every_minutes`` minutes and keeps the newest ``keep``;
 :class:`PreemptionCheckpoint` saves when training stops on SIGTERM (what SLURM, Kubernetes and spot instances send
-before they kill a job) or on an exception. Lightning writes every checkpoint to a temporary file and renames it, so
-a file is never left half-written. Resume with ``--ckpt_path last``, which picks the newest of all of them.
+before they kill a job) or on an exception. Every checkpoint is written to a temporary file and renamed, so a file is
+never left half-written (:class:`~lightning_cv.resume.background_io.BackgroundCheckpointIO` does that in a
+background thread). Resume with ``--ckpt_path last``, which picks the newest of all of them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,40 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-__all__ = ["PeriodicCheckpoint", "PreemptionCheckpoint"]
+from lightning_cv.resume.background_io import wait_for_checkpoints
+
+__all__ = ["PeriodicCheckpoint", "PreemptionCheckpoint", "ResumableCheckpoint"]
 
 #: exit status of a run stopped by SIGTERM after it saved its checkpoint (128 + 15, the shell's convention):
 #: non-zero, so job schedulers (SLURM ``--requeue``, Kubernetes) treat the job as unfinished and restart it
 PREEMPTED_EXIT_CODE = 143
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with ``last.ckpt`` written at the end of every epoch when ``save_last=True``.
+
+    Since Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only at steps where a top-k file is saved too: once
+    the monitored metric stops improving, "last" stays at the last *best* epoch, and a run resumed from it silently
+    trains the epochs since then again. Here it is the newest state again, as the option's name says and as
+    ``--ckpt_path last`` needs. Everything else is ModelCheckpoint's own behaviour and arguments.
+    """
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missing(trainer)
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missing(trainer)
+
+    def _save_last_if_missing(self, trainer: Trainer) -> None:
+        # skipped when this step is saved already (a new best, and last with it), outside fit and in sanity checks
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
@@ -94,9 +124,12 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero and self.dirpath is not None:
-            saved = sorted(Path(self.dirpath).glob("step-*.ckpt"), key=lambda p: p.stat().st_mtime)
+            # the new file may still be being written in the background: it is the newest whether on disk or not
+            new = Path(filepath)
+            older = [p for p in Path(self.dirpath).glob("step-*.ckpt") if p.name != new.name]
+            saved = [*sorted(older, key=lambda p: p.stat().st_mtime), new]
             for old in saved[: -self.keep]:
-                old.unlink(missing_ok=True)
+                trainer.strategy.remove_checkpoint(old)  # queued behind pending writes
 
 
 class PreemptionCheckpoint(Callback):
@@ -155,6 +188,7 @@ class PreemptionCheckpoint(Callback):
         path = dirpath / "interrupted.ckpt"
         try:
             trainer.save_checkpoint(path)
+            wait_for_checkpoints(trainer)  # on disk before the process exits
         except Exception as err:  # never hide the original exception behind a failed save
             rank_zero_warn(f"PreemptionCheckpoint could not save {path}: {err}")
             return

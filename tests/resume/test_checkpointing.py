@@ -88,3 +88,16 @@ def test_periodic_checkpoints_by_time_wait_for_accumulation_windows(tmp_path):
     trainer.fit(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), make_loader(num_samples=48))
     # 6 batches = 3 optimizer steps: saved after steps 1 and 2 (window ends), not mid-window nor at the last batch
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["step-00000001.ckpt", "step-00000002.ckpt"]
+
+
+def test_last_checkpoint_is_the_newest_epoch_even_when_the_metric_stops_improving(tmp_path):
+    # monitoring the step in "min" mode: only the first epoch is ever the best. Lightning 2.6's ModelCheckpoint then
+    # leaves last.ckpt at that epoch; a resume from it would train the later epochs again.
+    from lightning_cv.callbacks import ResumableCheckpoint
+
+    checkpoint = ResumableCheckpoint(dirpath=tmp_path / "ckpts", monitor="step", mode="min", save_last=True)
+    trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer.fit(ImageClassifier(num_classes=3, **tiny_kwargs("test_resnet")), make_loader(num_samples=16))
+    assert checkpoint.best_model_path.endswith("step=2.ckpt")
+    assert torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]

@@ -1,0 +1,106 @@
+"""Checkpoints written in a background thread, atomically, while training goes on.
+
+Writing a ResNet-18 checkpoint (weights and AdamW state, ~135 MB) takes ~0.15 s on a laptop-class CPU, twice per
+epoch with the best and the last checkpoint: on small images that is several percent of an epoch in which training
+waits for the disk. :class:`BackgroundCheckpointIO` takes a snapshot of the tensors on the training thread (so a
+file holds exactly the state of the step it was asked at) and serialises and writes it in one background thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
+from typing_extensions import override
+
+__all__ = ["BackgroundCheckpointIO", "wait_for_checkpoints"]
+
+
+class BackgroundCheckpointIO(AsyncCheckpointIO):
+    """Lightning's :class:`~lightning.pytorch.plugins.io.AsyncCheckpointIO` with the guarantees resuming relies on.
+
+    * Atomic on local disks: a checkpoint is written to a hidden ``.<name>.partial-<pid>`` file in its own folder,
+      flushed to the disk, and renamed over the final name, so a kill at any moment leaves either the old file or
+      the new one, never a cut one under the final name. (Lightning's writer stages the file in the system's
+      temporary folder and moves it, which is a copy when that is another file system.) Other paths (``s3://``...)
+      and another wrapped ``checkpoint_io`` are written by the wrapped plugin, in the background.
+    * Ordered: removing a checkpoint (ModelCheckpoint deletes the superseded best right after asking for the new
+      one) is queued behind the pending writes, and loading one waits for them.
+    * :meth:`wait` blocks until every requested checkpoint is on disk (a preempted run calls it before it exits),
+      and re-raises a failed write; so do the next save and the end of the run.
+
+    Use it with any LightningModule: ``Trainer(plugins=[BackgroundCheckpointIO()])`` (the strategy supplies the
+    plugin it wraps, :class:`~lightning.fabric.plugins.io.torch_io.TorchCheckpointIO` by default).
+    ``lightning-cv fit`` uses it unless ``--checkpoint_async false``.
+    """
+
+    def _submit(self, function: Callable[..., Any], *args: Any) -> None:
+        def run() -> None:
+            try:
+                function(*args)
+            except BaseException as err:  # reported by the next save, wait() or teardown
+                self._error = err
+
+        self._ensure_setup()
+        assert self._executor is not None
+        self._executor.submit(run)
+
+    @override
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        wrapped = self.checkpoint_io
+        if type(wrapped) is TorchCheckpointIO and storage_options is None and "://" not in os.fspath(path):
+            from lightning_utilities.core.apply_func import apply_to_collection
+
+            # the snapshot: training changes the parameters in place as soon as this returns
+            snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+            self._submit(_write_atomically, snapshot, Path(path))
+            self._raise_pending_error()
+        else:
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+    @override
+    def remove_checkpoint(self, path: Any) -> None:
+        assert self.checkpoint_io is not None
+        self._submit(self.checkpoint_io.remove_checkpoint, path)
+
+    @override
+    def load_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        self.wait()
+        assert self.checkpoint_io is not None
+        return self.checkpoint_io.load_checkpoint(*args, **kwargs)
+
+    def wait(self) -> None:
+        """Block until every checkpoint asked for so far is written (or removed); re-raise a failure."""
+        if self._executor is not None:
+            self._executor.submit(lambda: None).result()
+        self._raise_pending_error()
+
+    def _raise_pending_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+def _write_atomically(checkpoint: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def wait_for_checkpoints(trainer: Any) -> None:
+    """Block until the trainer's checkpoint plugin has written everything it was asked to (no-op when synchronous)."""
+    wait = getattr(trainer.strategy.checkpoint_io, "wait", None)
+    if callable(wait):
+        wait()
