@@ -12,7 +12,13 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 from lightning_cv.models.checkpoint import RUNS_DIR
 
-__all__ = ["RunConfigSaver", "checkpoint_root", "remove_run_without_results"]
+__all__ = [
+    "RunConfigSaver",
+    "checkpoint_root",
+    "continue_run_version",
+    "remove_run_without_results",
+    "runs_under_root_dir",
+]
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -49,6 +55,64 @@ def checkpoint_root(cfg: Any) -> str:
     if init_args is not None and init_args.get("save_dir"):
         return str(init_args.save_dir)
     return os.path.join(root_dir, "lightning_logs") if logger is True else RUNS_DIR
+
+
+def _logger_args(cfg: Any) -> Any:
+    """The ``init_args`` of the configured logger when it is one class (not ``True``/``False``/a list), else None."""
+    logger = cfg.trainer.get("logger")
+    return logger.get("init_args") if hasattr(logger, "get") else None
+
+
+def runs_under_root_dir(cfg: Any, given: Any) -> None:
+    """With ``--trainer.default_root_dir DIR``, the default logger writes under ``DIR`` instead of ``./runs``.
+
+    Lightning puts everything a run writes under ``default_root_dir``; our default logger's fixed ``save_dir``
+    would otherwise win. A ``save_dir`` the user set (``given``: the options set on the command line and in
+    configs) is kept.
+    """
+    root = cfg.trainer.get("default_root_dir")
+    init_args = _logger_args(cfg)
+    if not root or init_args is None or init_args.get("save_dir") != RUNS_DIR:
+        return
+    value: Any = given
+    for key in ("trainer", "logger", "init_args", "save_dir"):
+        value = value.get(key) if hasattr(value, "get") else None
+    if value is not None:
+        return
+    init_args.save_dir = str(root)
+
+
+_VERSION = re.compile(r"version_(\d+)")
+
+
+def continue_run_version(cfg: Any, ckpt_path: str, global_step: int) -> int | None:
+    """Resume in the run's own folder: give the logger the version of the run that wrote ``ckpt_path``.
+
+    A checkpoint at ``<save_dir>/<name>/version_N/checkpoints/*.ckpt`` of the configured logger (TensorBoard, CSV)
+    belongs to run ``N``; without this a resume starts ``version_N+1`` and splits one training's curves and
+    checkpoints across two folders. A version the user set, a logger without versions, or a checkpoint from
+    elsewhere change nothing. Returns the version chosen, or None.
+
+    TensorBoard then also hides the events a killed run wrote after ``global_step`` (the checkpoint's), which the
+    resumed run writes again: SummaryWriter's ``purge_step``, which the logger passes on.
+    """
+    init_args = _logger_args(cfg)
+    if init_args is None or "version" not in init_args or init_args.get("version") is not None:
+        return None
+    save_dir, name = init_args.get("save_dir"), init_args.get("name")
+    if not save_dir:
+        return None
+    folder = Path(ckpt_path).resolve().parent
+    match = _VERSION.fullmatch(folder.parent.name)
+    if folder.name != "checkpoints" or match is None:
+        return None
+    expected = Path(save_dir, name) if name else Path(save_dir)
+    if folder.parent.parent != expected.resolve():
+        return None
+    init_args.version = int(match.group(1))
+    if "purge_step" in init_args and init_args.get("purge_step") is None:
+        init_args.purge_step = global_step
+    return init_args.version
 
 
 #: what a run folder holds before anything has been computed: event files, and the settings written at setup

@@ -8,9 +8,11 @@ the data to the model, the input size, mean, std and crop from the model (or its
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -20,12 +22,19 @@ from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.cli.checkpoint_settings import apply_checkpoint_settings
 from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
-from lightning_cv.cli.runs import RunConfigSaver, checkpoint_root, remove_run_without_results
+from lightning_cv.cli.runs import (
+    RunConfigSaver,
+    checkpoint_root,
+    continue_run_version,
+    remove_run_without_results,
+    runs_under_root_dir,
+)
 from lightning_cv.data.config import OVERRIDE_KEYS
 from lightning_cv.data.datamodule import ImageDataModule
 from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, read_checkpoint
 from lightning_cv.models.classifier import ImageClassifier
-from lightning_cv.resume.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint
+from lightning_cv.resume.background_io import BackgroundCheckpointIO
+from lightning_cv.resume.checkpointing import PeriodicCheckpoint, PreemptionCheckpoint, ResumableCheckpoint
 
 __all__ = ["TRAINER_DEFAULTS", "LightningCVCLI"]
 
@@ -64,7 +73,7 @@ class LightningCVCLI(LightningCLI):
             raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_acc",
@@ -99,6 +108,18 @@ class LightningCVCLI(LightningCLI):
             help="Also save step-<N>.ckpt every this many minutes of training.",
         )
         parser.add_argument("--checkpoint_keep", type=int, default=2, help="How many periodic checkpoints to keep.")
+        parser.add_argument(
+            "--checkpoint_async",
+            type=bool,
+            default=True,
+            help="Write checkpoints in a background thread while training goes on (atomically, as always).",
+        )
+        parser.add_argument(
+            "--new_version",
+            type=bool,
+            default=False,
+            help="With --ckpt_path, log into a new version_N folder instead of continuing the checkpoint's own run.",
+        )
         parser.add_argument("--tune.lr_find", type=bool, default=False, help="Run the LR range test before fit.")
         parser.add_argument("--tune.lr_find_steps", type=int, default=100, help="Steps of the LR range test.")
         parser.add_argument("--tune.batch_size", type=bool, default=False, help="Find the largest batch size first.")
@@ -113,6 +134,19 @@ class LightningCVCLI(LightningCLI):
         if sub is None:
             return
         cfg = self.config[sub]
+        given: Any = None
+
+        def user_given() -> Any:
+            """What the user set (command line and configs), without defaults; parsed once, when needed."""
+            nonlocal given
+            if given is None:
+                parsed = parser.parse_object(args, defaults=False) if isinstance(args, dict) else None
+                given = parsed if parsed is not None else parser.parse_args(args, defaults=False)
+                given = given.get(sub) if given.get(sub) is not None else given
+            return given
+
+        if cfg.trainer.get("default_root_dir"):
+            runs_under_root_dir(cfg, user_given())
         ckpt = cfg.get("ckpt_path")
         if ckpt == "last" and sub == "fit":
             # a requeued job runs the same command every time: the first start has nothing to resume yet
@@ -127,14 +161,20 @@ class LightningCVCLI(LightningCLI):
             rank_zero_info(f"--ckpt_path resolved to {ckpt}")
         if ckpt:
             checkpoint = read_checkpoint(ckpt)
-            given = parser.parse_object(args, defaults=False) if isinstance(args, dict) else None
-            if given is None:
-                given = parser.parse_args(args, defaults=False)  # what the user set: command line and configs
-            given_model = given[sub].get("model") if given.get(sub) is not None else None
+            given_model = user_given().get("model")
             apply_checkpoint_settings(
                 cfg.model, checkpoint, given_model.as_dict() if given_model is not None else {}, sub
             )
             self._data_from_checkpoint = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+            if sub == "fit" and not cfg.get("new_version"):
+                version = continue_run_version(cfg, ckpt, int(checkpoint.get("global_step") or 0))
+                if version is not None:
+                    # the folder holds the run's own checkpoints: that is the point, not a mistake to warn about
+                    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                    rank_zero_info(
+                        f"Resuming in the checkpoint's run folder (version_{version}); --new_version true "
+                        "starts a new one."
+                    )
         elif sub in ("validate", "test", "predict"):
             raise ValueError(
                 f"`lightning-cv {sub}` needs a trained model: pass `--ckpt_path` with a checkpoint from "
@@ -183,6 +223,10 @@ class LightningCVCLI(LightningCLI):
         if cfg.get("early_stopping_patience") is not None:
             callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.early_stopping_patience))
         if self.subcommand == "fit":
+            strategy = trainer.strategy
+            if cfg.get("checkpoint_async") and type(strategy.checkpoint_io) is TorchCheckpointIO:
+                # a plugin the user configured (or a strategy with its own, FSDP's) is left alone
+                strategy.checkpoint_io = BackgroundCheckpointIO(strategy.checkpoint_io)
             every_n, minutes = cfg.get("checkpoint_every_n_steps"), cfg.get("checkpoint_every_minutes")
             if every_n is not None or minutes is not None:
                 dirpath = cfg.checkpoint.get("dirpath") if cfg.get("checkpoint") is not None else None
