@@ -1,8 +1,10 @@
 """Classification losses: label smoothing for hard labels, soft-target cross entropy for mixed batches.
 
-Label smoothing is defined once, in :func:`smooth_targets`, and both losses use it, so a batch mixed by MixUp/CutMix
-(soft targets) and a plain batch (class indices) are smoothed the same way: ``q = (1 - eps) * p + eps / C``. This is
-exactly timm's ``mixup_target(..., smoothing=eps)``, so a mixing pipeline should hand over *unsmoothed* soft targets.
+A batch mixed by MixUp/CutMix (soft targets) and a plain batch (class indices) are smoothed the same way:
+``q = (1 - eps) * p + eps / C`` (:func:`smooth_targets`). PyTorch's ``F.cross_entropy`` applies exactly that
+formula to class indices and to class probabilities alike (``tests/test_losses.py`` checks it), so the losses here
+are that function with the argument checks and names a mixing pipeline needs. The formula is timm's
+``mixup_target(..., smoothing=eps)``, so a mixing pipeline should hand over *unsmoothed* soft targets.
 """
 
 from __future__ import annotations
@@ -50,10 +52,16 @@ def soft_target_cross_entropy(logits: Tensor, target: Tensor, smoothing: float =
         target: ``(N, C)`` class probabilities (each row sums to one) or ``(N,)`` class indices.
         smoothing: label smoothing ``eps`` applied to the target distribution.
     """
+    _check_smoothing(smoothing)
     if logits.ndim != 2:
         raise ValueError(f"Expected logits of shape (N, C), but got {tuple(logits.shape)}.")
-    q = smooth_targets(target, logits.shape[1], smoothing).to(logits.dtype)
-    return torch.sum(-q * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    if target.ndim == 1:
+        if target.dtype.is_floating_point:
+            raise TypeError(f"Expected class indices of an integer dtype, but got {target.dtype}.")
+        return F.cross_entropy(logits, target.long(), label_smoothing=smoothing)
+    if target.ndim != 2 or target.shape[1] != logits.shape[1]:
+        raise ValueError(f"Expected soft targets of shape (N, {logits.shape[1]}), but got {tuple(target.shape)}.")
+    return F.cross_entropy(logits, target.to(logits.dtype), label_smoothing=smoothing)
 
 
 class LabelSmoothingCrossEntropy(nn.Module):
@@ -74,9 +82,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
         self.smoothing = smoothing
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if target.ndim == 2:
-            return soft_target_cross_entropy(logits, target, self.smoothing)
-        return F.cross_entropy(logits, target, label_smoothing=self.smoothing)
+        return soft_target_cross_entropy(logits, target, self.smoothing)
 
     def extra_repr(self) -> str:
         return f"smoothing={self.smoothing}"

@@ -59,3 +59,21 @@ def test_bad_inputs():
         smooth_targets(torch.zeros(2, 4), 3)
     with pytest.raises(TypeError, match="integer dtype"):
         smooth_targets(torch.zeros(2), 3)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.25])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_cross_entropy_smooths_probability_targets_with_the_same_formula(smoothing, dtype):
+    # why the losses delegate to F.cross_entropy: for soft targets and label smoothing together it computes
+    # -sum_c smooth_targets(q)_c log softmax_c, the definition timm's mixup_target uses
+    torch.manual_seed(2)
+    logits = torch.randn(7, 5, dtype=dtype)
+    q = torch.softmax(torch.randn(7, 5, dtype=dtype), dim=1)
+    by_hand = torch.sum(-smooth_targets(q, 5, smoothing).to(dtype) * F.log_softmax(logits, dim=1), dim=1).mean()
+    torch.testing.assert_close(F.cross_entropy(logits, q, label_smoothing=smoothing), by_hand)
+    torch.testing.assert_close(soft_target_cross_entropy(logits, q, smoothing), by_hand)
+    hard = torch.tensor([0, 4, 2, 1, 3, 3, 0])
+    torch.testing.assert_close(
+        soft_target_cross_entropy(logits, hard, smoothing),
+        soft_target_cross_entropy(logits, F.one_hot(hard, 5).to(dtype), smoothing),
+    )
