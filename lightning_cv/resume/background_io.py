@@ -18,14 +18,14 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from typing_extensions import override
 
-__all__ = ["BackgroundCheckpointIO", "wait_for_checkpoints"]
+__all__ = ["BackgroundCheckpointIO", "copy_checkpoint_file", "wait_for_checkpoints"]
 
 
 class BackgroundCheckpointIO(AsyncCheckpointIO):
     """Lightning's :class:`~lightning.pytorch.plugins.io.AsyncCheckpointIO` with the guarantees resuming relies on.
 
-    * Atomic on local disks: a checkpoint is written to a hidden ``.<name>.partial-<pid>`` file in its own folder,
-      flushed to the disk, and renamed over the final name, so a kill at any moment leaves either the old file or
+    * Atomic on local disks: a checkpoint is written to a hidden ``.<name>.partial-<pid>`` file in its own folder
+      and renamed over the final name, so a kill at any moment leaves either the old file or
       the new one, never a cut one under the final name. (Lightning's writer stages the file in the system's
       temporary folder and moves it, which is a copy when that is another file system.) Other paths (``s3://``...)
       and another wrapped ``checkpoint_io`` are written by the wrapped plugin, in the background.
@@ -63,6 +63,11 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
         else:
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
 
+    def copy_checkpoint(self, source: Any, path: Any) -> None:
+        """Make ``path`` a copy of the checkpoint ``source`` once ``source`` is written (atomically; a hard link
+        where the file system has them)."""
+        self._submit(copy_checkpoint_file, Path(source), Path(path))
+
     @override
     def remove_checkpoint(self, path: Any) -> None:
         assert self.checkpoint_io is not None
@@ -92,8 +97,27 @@ def _write_atomically(checkpoint: dict[str, Any], path: Path) -> None:
     try:
         with open(partial, "wb") as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def copy_checkpoint_file(source: Path, path: Path) -> None:
+    """``path`` becomes a copy of ``source``, atomically: a hard link (no bytes copied) where the file system has
+    them, else a copy; either way under a temporary name first, then renamed over ``path``.
+
+    A hard link is safe here because checkpoint files are never changed in place: a later save of either name
+    writes a new file and renames it over that name, leaving the other one as it was.
+    """
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(source, partial)
+        except OSError:  # no hard links here (some network and Windows file systems)
+            import shutil
+
+            shutil.copyfile(source, partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

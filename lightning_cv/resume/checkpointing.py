@@ -15,6 +15,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -22,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from lightning_cv.resume.background_io import wait_for_checkpoints
+from lightning_cv.resume.background_io import copy_checkpoint_file, wait_for_checkpoints
 
 __all__ = ["PeriodicCheckpoint", "PreemptionCheckpoint", "ResumableCheckpoint"]
 
@@ -37,7 +38,9 @@ class ResumableCheckpoint(ModelCheckpoint):
     Since Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only at steps where a top-k file is saved too: once
     the monitored metric stops improving, "last" stays at the last *best* epoch, and a run resumed from it silently
     trains the epochs since then again. Here it is the newest state again, as the option's name says and as
-    ``--ckpt_path last`` needs. Everything else is ModelCheckpoint's own behaviour and arguments.
+    ``--ckpt_path last`` needs. When a new best was saved at the same step, ``last.ckpt`` is made from that file (a
+    hard link, or a copy) instead of serialising the same state a second time. Everything else is ModelCheckpoint's
+    own behaviour and arguments.
     """
 
     @override
@@ -51,6 +54,36 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missing(trainer)
+
+    @override
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        source = self._last_checkpoint_saved
+        same_state = (
+            filepath == self.last_model_path  # saving "last" ...
+            and self._last_global_step_saved == trainer.global_step  # ... at the step a top-k file was just saved
+            and bool(source)
+            and source != filepath
+            # ... whose own copy of this callback's state already names this file as the last one (not so at the
+            # first epoch): a run resumed from either file then finds its last checkpoint under the same name
+            and getattr(self, "_dumped_last_path", None) == filepath
+            and "://" not in filepath + source  # local files
+        )
+        if not same_state:
+            self._dumped_last_path = self.last_model_path  # what the file written now records
+            super()._save_checkpoint(trainer, filepath)
+            return
+        if trainer.is_global_zero:
+            copy = getattr(trainer.strategy.checkpoint_io, "copy_checkpoint", None)
+            if callable(copy):
+                copy(source, filepath)  # queued behind the pending write of `source`
+            else:
+                copy_checkpoint_file(Path(source), Path(filepath))
+        trainer.strategy.barrier("ResumableCheckpoint._save_checkpoint")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     def _save_last_if_missing(self, trainer: Trainer) -> None:
         # skipped when this step is saved already (a new best, and last with it), outside fit and in sanity checks
