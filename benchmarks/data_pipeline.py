@@ -1,9 +1,11 @@
 """Training-pipeline throughput of ImageDataModule against torchvision's ImageFolder, side by side in one process.
 
-Both read the same JPEG folder with the same transforms (RandomResizedCrop 224, flip, RandAugment(2, 9), normalise)
-and the same DataLoader settings; the figure is images per second through decode + augment + collate. Two folders
-are generated: "pets-size" photos (500x375) and "phone-size" photos (3000x2000, where decoding dominates). Also
-measured: the cost of on-device MixUp/CutMix per batch next to one resnet18 training step at 224 px.
+Both read the same folder with the same transforms and the same DataLoader settings; the figure is images per second
+through decode + augment + collate. Generated folders: "pets-size" JPEG photos (500x375) and "phone-size" ones
+(3000x2000, where decoding dominates), both through RandomResizedCrop 224, flip, RandAugment(2, 9) and normalisation;
+and "MNIST-size" 28x28 greyscale PNGs (where fixed per-image costs dominate) through RandomResizedCrop 32 and
+normalisation alone, and with flip and RandAugment(2, 9) too. Also measured: the cost of on-device MixUp/CutMix per
+batch next to one resnet18 training step at 224 px.
 
     python benchmarks/data_pipeline.py                  # about 3 minutes on 2 CPU cores
     python benchmarks/data_pipeline.py --workers 2 --repeats 3
@@ -26,6 +28,19 @@ from torchvision.datasets import ImageFolder
 
 from lightning_cv import ImageClassifier, ImageDataModule
 from lightning_cv.data import BatchMixer, build_train_transform
+
+
+def make_small(root: Path, count: int, classes: int = 10) -> Path:
+    """28x28 greyscale PNGs: a bright blob on noise, like a digit scan."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = root / f"class{i % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = rng.normal(20, 10, (28, 28))
+        y, x = rng.integers(6, 22, 2)
+        image[y - 4 : y + 4, x - 3 : x + 3] += 200
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
+    return root
 
 
 def make_photos(root: Path, count: int, size: tuple[int, int], classes: int = 4) -> Path:
@@ -51,9 +66,10 @@ def throughput(loader: DataLoader) -> float:
     return count / (time.perf_counter() - start)
 
 
-def compare(root: Path, args: argparse.Namespace) -> tuple[float, float]:
+def compare(root: Path, args: argparse.Namespace, size: int = 224, augment: bool = True) -> tuple[float, float]:
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    tf = build_train_transform(224, mean=mean, std=std, randaugment={"num_ops": 2, "magnitude": 9})
+    policy: dict = {"randaugment": {"num_ops": 2, "magnitude": 9}} if augment else {"auto_augment": "none", "hflip": 0}
+    tf = build_train_transform(size, mean=mean, std=std, **policy)
     baseline = DataLoader(
         ImageFolder(str(root), transform=tf),
         batch_size=32,
@@ -66,10 +82,10 @@ def compare(root: Path, args: argparse.Namespace) -> tuple[float, float]:
         val_split=0.0,
         batch_size=32,
         num_workers=args.workers,
-        image_size=224,
+        image_size=size,
         mean=mean,
         std=std,
-        randaugment={"num_ops": 2, "magnitude": 9},
+        **policy,
         leakage_check="off",
         image_check="none",
     )
@@ -113,13 +129,20 @@ def main() -> None:
     args = parser.parse_args()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers and the main process share the cores, as in training
-    print(f"workers={args.workers} repeats={args.repeats} batch=32 224 px RandAugment(2, 9)")
+    print(f"workers={args.workers} repeats={args.repeats} batch=32")
     with tempfile.TemporaryDirectory() as tmp:
+        small = make_small(Path(tmp) / "small", 2048)
+        rows = [
+            ("MNIST-size 28x28 PNG, crop 32", lambda: compare(small, args, size=32, augment=False)),
+            ("MNIST-size, crop 32 + RandAugment", lambda: compare(small, args, size=32)),
+        ]
         for label, count, size in (("pets-size 500x375", 256, (500, 375)), ("phone-size 3000x2000", 48, (3000, 2000))):
             root = make_photos(Path(tmp) / label.split()[0], count, size)
-            base, mine = compare(root, args)
+            rows.append((f"{label} JPEG, 224 + RandAugment", lambda root=root: compare(root, args)))
+        for label, run in rows:
+            base, mine = run()
             print(
-                f"{label:<22} ImageFolder {base:7.1f} img/s   ImageDataModule {mine:7.1f} img/s   "
+                f"{label:<40} ImageFolder {base:7.1f} img/s   ImageDataModule {mine:7.1f} img/s   "
                 f"ratio {mine / base:.2f}"
             )
     torch.set_num_threads(threads)

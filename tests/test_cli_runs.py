@@ -99,3 +99,18 @@ def test_checkpoints_are_written_in_the_background_unless_switched_off(in_tmp):
     assert not [p for p in best.parent.iterdir() if p.name.startswith(".")]  # no partial file left behind
     sync = fit("--checkpoint_async=false")
     assert type(sync.trainer.strategy.checkpoint_io) is TorchCheckpointIO
+
+
+def test_only_the_requested_subcommand_parser_is_built_and_help_lists_them_all(capsys):
+    with pytest.raises(SystemExit):
+        LightningCVCLI(args=["fit", *TINY_CLI, "--print_config"])
+    assert "trainer:" in capsys.readouterr().out  # the fit parser works on its own
+    with pytest.raises(SystemExit):
+        LightningCVCLI(args=["--help"])
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("fit", "validate", "test", "predict"))
+    probe = LightningCVCLI.__new__(LightningCVCLI)
+    probe._requested = "test"
+    assert list(probe.subcommands()) == ["test"]
+    probe._requested = None
+    assert list(probe.subcommands()) == ["fit", "validate", "test", "predict"]

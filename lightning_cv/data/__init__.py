@@ -8,7 +8,7 @@ from lightning_cv.data.datasets import ImageFileDataset
 from lightning_cv.data.image_io import BadImageError, load_image
 from lightning_cv.data.mixing import BatchMixer, CutMix, MixParams, MixUp
 from lightning_cv.data.shapes import SHAPE_CLASSES, ShapesDataset
-from lightning_cv.data.transforms import build_eval_transform, build_train_transform
+from lightning_cv.data.transforms import ToNormalizedTensor, build_eval_transform, build_train_transform
 from lightning_cv.resume.loader import ResumableDataLoader, ResumableSampler, SeededDataset
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ResumableSampler",
     "SeededDataset",
     "ShapesDataset",
+    "ToNormalizedTensor",
     "build_eval_transform",
     "build_train_transform",
     "find_data_config",
