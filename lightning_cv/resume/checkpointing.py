@@ -43,6 +43,14 @@ class ResumableCheckpoint(ModelCheckpoint):
     own behaviour and arguments.
     """
 
+    @property
+    @override
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key: its state in a checkpoint (best and last paths, scores) is read back by either
+        # class, so checkpoints written before this class existed resume with it, and the other way round
+        key = super().state_key
+        return "ModelCheckpoint" + key[len(type(self).__qualname__) :]
+
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

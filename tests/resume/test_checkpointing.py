@@ -140,3 +140,14 @@ def test_last_checkpoint_at_a_new_best_is_that_file_not_a_second_serialisation(t
     resumed = run(4, ckpt_path=str(folder / "last.ckpt"))
     assert resumed.last_model_path == str(folder / "last.ckpt")  # not last-v1.ckpt
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_resumable_checkpoint_state_is_modelcheckpoint_state(tmp_path):
+    # checkpoints from before ResumableCheckpoint (and from plain ModelCheckpoint) resume its best and last paths
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_cv.callbacks import ResumableCheckpoint
+
+    ours = ResumableCheckpoint(monitor="val_acc", mode="max", save_last=True)
+    assert ours.state_key == ModelCheckpoint(monitor="val_acc", mode="max", save_last=True).state_key
+    assert ours.state_key.startswith("ModelCheckpoint{")
