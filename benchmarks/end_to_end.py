@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -137,7 +138,7 @@ def plain(args: argparse.Namespace) -> None:
     model = timm.create_model("resnet18", num_classes=len(train.classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=args.epochs * len(train_loader))
-    first_step, accuracy = None, 0.0
+    first_step, accuracy, epoch_ends = None, 0.0, []
     for _ in range(args.epochs):
         model.train()
         for images, labels in train_loader:
@@ -153,8 +154,9 @@ def plain(args: argparse.Namespace) -> None:
             for images, labels in val_loader:
                 correct += int((model(images).argmax(1) == labels).sum())
         accuracy = correct / len(val)
+        epoch_ends.append(time.time())
         print(f"val_acc {accuracy:.4f}", flush=True)
-    print(json.dumps({"first_step": first_step, "val_acc": accuracy}))
+    print(json.dumps({"first_step": first_step, "epoch_ends": epoch_ends, "val_acc": accuracy}))
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -193,8 +195,9 @@ def final_val_acc(out: Path) -> float | None:
     return max(values)[1] if values else None
 
 
-def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
-    """(wall seconds, seconds to the first training step, output) of one process."""
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[dict[str, Any], str]:
+    """Seconds of one process: ``wall`` (start to exit), ``first`` (start to the first training step), ``epoch`` (mean
+    epoch from the first step to the last epoch's end, validation included) and ``exit`` (last epoch's end to exit)."""
     mark = cwd / "first_step.txt"
     mark.unlink(missing_ok=True)
     env = {**env, "E2E_FIRST_STEP_FILE": str(mark)}
@@ -206,24 +209,29 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     if mark.is_file():  # lightning-cv: e2e_marks.FirstStepMark wrote "<event> <time>" lines
         marks = dict(line.split() for line in mark.read_text().splitlines())
         first = float(marks["first_step"])
-    else:  # the plain loop prints it
-        first = json.loads(done.stdout.strip().splitlines()[-1])["first_step"]
-    return wall, first - start, done.stdout
+        ends = [float(v) for k, v in marks.items() if k.startswith("epoch_end_")]
+    else:  # the plain loop prints them
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        first, ends = result["first_step"], result["epoch_ends"]
+    last = max(ends, default=first)
+    epoch = (last - first) / len(ends) if ends else float("nan")
+    times = {"wall": wall, "first": first - start, "epoch": epoch, "exit": start + wall - last}
+    return times, done.stdout
 
 
-def run_plain(data: Path, size: int, epochs: int, env: dict[str, str], cwd: Path) -> tuple[float, float, float]:
+def run_plain(data: Path, size: int, epochs: int, env: dict[str, str], cwd: Path) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "plain", "--data", str(data)]
-    wall, first, out = timed([*command, "--size", str(size), "--epochs", str(epochs)], env, cwd)
-    return wall, first, json.loads(out.strip().splitlines()[-1])["val_acc"]
+    result, out = timed([*command, "--size", str(size), "--epochs", str(epochs)], env, cwd)
+    result["acc"] = json.loads(out.strip().splitlines()[-1])["val_acc"]
+    return result
 
 
-def run_lcv(
-    data: Path, size: int, epochs: int, env: dict[str, str], cwd: Path, extra: list[str]
-) -> tuple[float, float, float | None]:
+def run_lcv(data: Path, size: int, epochs: int, env: dict[str, str], cwd: Path, extra: list[str]) -> dict[str, Any]:
     out = cwd / "lcv_run"
     shutil.rmtree(out, ignore_errors=True)
-    wall, first, _ = timed(lightning_cv_command(data, out, size, epochs, extra), env, cwd)
-    return wall, first, final_val_acc(out)
+    result, _ = timed(lightning_cv_command(data, out, size, epochs, extra), env, cwd)
+    result["acc"] = final_val_acc(out)
+    return result
 
 
 def startup(args: argparse.Namespace, env: dict[str, str]) -> None:
@@ -238,8 +246,8 @@ def startup(args: argparse.Namespace, env: dict[str, str]) -> None:
             out = work / "run"
             shutil.rmtree(out, ignore_errors=True)
             command = lightning_cv_command(data, out, args.size, 1, ["--trainer.max_steps", "1"])
-            wall, first, _ = timed(command, env, work)
-            print(f"  {label:<24} first training step after {first:5.1f} s (process exit after {wall:5.1f} s)")
+            times, _ = timed(command, env, work)
+            print(f"  {label:<24} first training step after {times['first']:5.1f} s")
 
 
 def compare(name: str, root: Path, args: argparse.Namespace, env: dict[str, str]) -> None:
@@ -259,26 +267,35 @@ def compare(name: str, root: Path, args: argparse.Namespace, env: dict[str, str]
                 plain_runs.append(run_plain(data, size, epochs, env, work))
             else:
                 lcv_runs.append(run_lcv(data, size, epochs, env, work, []))
-    p_wall = statistics.median(r[0] for r in plain_runs)
-    l_wall = statistics.median(r[0] for r in lcv_runs)
     counts = spec["counts"]
     print(
         f"\n{name}: {counts[0]}/{counts[1]}/{counts[2]} images of {spec['pixels']} px, trained at {size} px, "  # type: ignore[index]
-        f"{epochs} epochs, {args.repeats} run(s) each"
+        f"{epochs} epochs, {args.repeats} run(s) each, medians"
     )
-    print(f"  {'':<24}{'wall s':>8}{'first step s':>14}{'val acc':>10}")
+    print(f"  {'':<20}{'wall s':>8}{'to 1st step s':>15}{'per epoch s':>13}{'end to exit s':>15}{'val acc':>9}")
+    medians = {}
     for label, runs in (("plain PyTorch loop", plain_runs), ("lightning-cv fit", lcv_runs)):
-        wall = statistics.median(r[0] for r in runs)
-        first = statistics.median(r[1] for r in runs)
-        accs = [r[2] for r in runs if r[2] is not None]
+        med = {key: statistics.median(r[key] for r in runs) for key in ("wall", "first", "epoch", "exit")}
+        medians[label] = med
+        accs = [r["acc"] for r in runs if r["acc"] is not None]
         acc = f"{statistics.mean(accs):.4f}" if accs else "n/a"
-        print(f"  {label:<24}{wall:>8.1f}{first:>14.1f}{acc:>10}")
-    print(f"  ratio lightning-cv / plain: {l_wall / p_wall:.2f}x")
+        print(
+            f"  {label:<20}{med['wall']:>8.1f}{med['first']:>15.1f}{med['epoch']:>13.2f}{med['exit']:>15.1f}{acc:>9}"
+        )
+    plain_m, lcv_m = medians["plain PyTorch loop"], medians["lightning-cv fit"]
+    print(
+        f"  ratio lightning-cv / plain: {lcv_m['wall'] / plain_m['wall']:.2f}x end to end, "
+        f"{lcv_m['epoch'] / plain_m['epoch']:.2f}x per epoch"
+    )
     if args.ablate:
         print(f"  one default feature off at a time (lightning-cv fit, median of {args.repeats}; full - without):")
         for label, extra in ABLATIONS.items():
-            wall = statistics.median(run_lcv(data, size, epochs, env, work, extra)[0] for _ in range(args.repeats))
-            print(f"    {label:<34}{wall:>7.1f} s   cost {l_wall - wall:+6.1f} s ({(l_wall - wall) / l_wall:+.1%})")
+            runs = [run_lcv(data, size, epochs, env, work, extra) for _ in range(args.repeats)]
+            wall, epoch = (statistics.median(r[key] for r in runs) for key in ("wall", "epoch"))
+            print(
+                f"    {label:<34}{wall:>7.1f} s  cost {lcv_m['wall'] - wall:+5.1f} s "
+                f"({(lcv_m['wall'] - wall) / lcv_m['wall']:+.1%}), per epoch {lcv_m['epoch'] - epoch:+.2f} s"
+            )
 
 
 def main() -> None:
