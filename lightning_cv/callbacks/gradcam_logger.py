@@ -14,7 +14,7 @@ from typing_extensions import override
 from lightning_cv.data.batch import hard_labels, try_split_batch
 from lightning_cv.data.config import DataConfig, find_data_config, to_display
 from lightning_cv.interpret.drawing import contact_sheet, panel
-from lightning_cv.interpret.gradcam import GradCAM
+from lightning_cv.interpret.gradcam import GradCAM, class_probabilities
 from lightning_cv.reporting import log_image
 
 __all__ = ["GradCAMLogger"]
@@ -118,7 +118,7 @@ class GradCAMLogger(Callback):
     ) -> list[Image.Image]:
         """One overlay per kept image: its heatmap in ``cams`` over it, predicted and true class (probability) above."""
         assert self._images is not None and self._labels is not None
-        probs = _probabilities(pl_module, self._images)
+        probs = class_probabilities(pl_module, self._images)
         confidence, predicted = probs.max(dim=1)
 
         def label(index: int) -> str:
@@ -144,22 +144,3 @@ class GradCAMLogger(Callback):
             for i, p in enumerate(self.panels(pl_module, cams, config, names))
         ]
         return contact_sheet(tiles)
-
-
-def _probabilities(pl_module: LightningModule, images: Tensor) -> Tensor:
-    """Softmax of the module's outputs for ``images``, in eval mode without gradients; modes restored, on the CPU.
-
-    Asked again at every round (the kept images stay, the model changes); Grad-CAM's own forward pass gives no
-    probabilities, hence this second, cheap one.
-    """
-    modes = {m: m.training for m in pl_module.modules()}
-    param = next(pl_module.parameters(), None)
-    inputs = images if param is None else images.to(param.device, param.dtype)
-    try:
-        pl_module.eval()
-        with torch.no_grad():
-            logits = pl_module(inputs)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
-    return logits.float().softmax(dim=1).cpu()

@@ -29,7 +29,7 @@ from lightning_cv.interpret import drawing
 from lightning_cv.interpret.attention import attention_blocks, attention_rollout
 from lightning_cv.interpret.drawing import CONTACT_SHEET_LIMIT
 from lightning_cv.interpret.files import collect_files, output_stems
-from lightning_cv.interpret.gradcam import GradCAM
+from lightning_cv.interpret.gradcam import GradCAM, class_probabilities
 
 __all__ = ["ExplainReport", "ExplainedImage", "SkippedFile", "explain_images"]
 
@@ -317,24 +317,6 @@ def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[
         model.to(source)
 
 
-def _probabilities(model: nn.Module, batch: Tensor) -> Tensor:
-    """Softmax of the model's logits in eval mode, ``(N, num_classes)`` float32 on the CPU; modes restored."""
-    modes = {m: m.training for m in model.modules()}
-    param = next(model.parameters(), None)
-    inputs = batch if param is None else batch.to(param.device, param.dtype)
-    try:
-        model.eval()
-        with torch.no_grad():
-            logits = model(inputs)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
-    if not isinstance(logits, Tensor) or logits.ndim != 2:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"Expected the model to return logits of shape (N, num_classes), but got {shape}.")
-    return logits.float().softmax(dim=1).cpu()
-
-
 def _explain_batch(
     model: nn.Module,
     cam: GradCAM,
@@ -346,7 +328,7 @@ def _explain_batch(
     alpha: float,
 ) -> list[tuple[list[Image.Image], dict[str, Any]]]:
     """The panels (Grad-CAM, then rollout if asked for) and the prediction fields of each image."""
-    probs = _probabilities(model, batch)
+    probs = class_probabilities(model, batch)
     num_classes = probs.shape[1]
     if names is not None and len(names) != num_classes:
         raise ValueError(f"Expected one class name per class ({num_classes}), but got {len(names)} `class_names`.")

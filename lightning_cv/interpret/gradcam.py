@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GradCAM", "find_target_layer", "overlay"]
+__all__ = ["GradCAM", "class_probabilities", "find_target_layer", "overlay"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -62,6 +62,28 @@ def _grad_enabled_eval(model: nn.Module) -> Iterator[None]:
     finally:
         for module, mode in modes.items():
             module.training = mode
+
+
+def class_probabilities(model: nn.Module, batch: Tensor) -> Tensor:
+    """Softmax of the model's logits in eval mode without gradients, ``(N, num_classes)`` float32 on the CPU.
+
+    Every module's train/eval mode is restored afterwards. Grad-CAM's own forward pass gives no probabilities; this
+    is the second, cheap one that captions need.
+    """
+    modes = {m: m.training for m in model.modules()}
+    param = next(model.parameters(), None)
+    inputs = batch if param is None else batch.to(param.device, param.dtype)
+    try:
+        model.eval()
+        with torch.no_grad():
+            logits = model(inputs)
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    if not isinstance(logits, Tensor) or logits.ndim != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"Expected the model to return logits of shape (N, num_classes), but got {shape}.")
+    return logits.float().softmax(dim=1).cpu()
 
 
 class _TokensToGrid(nn.Module):
