@@ -114,3 +114,15 @@ def test_only_the_requested_subcommand_parser_is_built_and_help_lists_them_all(c
     assert list(probe.subcommands()) == ["test"]
     probe._requested = None
     assert list(probe.subcommands()) == ["fit", "validate", "test", "predict"]
+
+
+def test_a_resumed_csv_logger_run_keeps_the_first_runs_metrics(in_tmp):
+    # Lightning's CSVLogger empties metrics.csv in a folder that has one: a resume there would erase the history
+    csv = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir=csv"]
+    first = fit(*csv)
+    metrics = Path(first.trainer.log_dir) / "metrics.csv"
+    before = metrics.read_text()
+    assert "val_acc" in before
+    second = LightningCVCLI(args=["fit", *TINY_CLI, "--trainer.max_epochs=2", "--ckpt_path=last", *csv])
+    assert Path(second.trainer.log_dir).name == "version_1"
+    assert metrics.read_text() == before

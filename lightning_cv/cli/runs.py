@@ -86,18 +86,23 @@ _VERSION = re.compile(r"version_(\d+)")
 
 
 def continue_run_version(cfg: Any, ckpt_path: str, global_step: int) -> int | None:
-    """Resume in the run's own folder: give the logger the version of the run that wrote ``ckpt_path``.
+    """Resume in the run's own folder: give the TensorBoard logger the version of the run that wrote ``ckpt_path``.
 
-    A checkpoint at ``<save_dir>/<name>/version_N/checkpoints/*.ckpt`` of the configured logger (TensorBoard, CSV)
-    belongs to run ``N``; without this a resume starts ``version_N+1`` and splits one training's curves and
+    A checkpoint at ``<save_dir>/<name>/version_N/checkpoints/*.ckpt`` of the configured TensorBoard logger belongs
+    to run ``N``; without this a resume starts ``version_N+1`` and splits one training's curves and
     checkpoints across two folders. A version the user set, a logger without versions, or a checkpoint from
-    elsewhere change nothing. Returns the version chosen, or None.
+    elsewhere change nothing, nor do other loggers (Lightning's CSVLogger starts its ``metrics.csv`` afresh in a
+    folder that has one). Returns the version chosen, or None.
 
     TensorBoard then also hides the events a killed run wrote after ``global_step`` (the checkpoint's), which the
     resumed run writes again: SummaryWriter's ``purge_step``, which the logger passes on.
     """
+    logger = cfg.trainer.get("logger")
     init_args = _logger_args(cfg)
     if init_args is None or "version" not in init_args or init_args.get("version") is not None:
+        return None
+    if not str(logger.get("class_path", "")).endswith("TensorBoardLogger"):
+        # TensorBoard adds a new event file to a folder; other loggers may not (CSVLogger empties metrics.csv)
         return None
     save_dir, name = init_args.get("save_dir"), init_args.get("name")
     if not save_dir:

@@ -40,6 +40,11 @@ def _interpolation(name: str) -> InterpolationMode:
     return _INTERPOLATIONS[name]
 
 
+#: PIL modes whose pixels are 8-bit values (others, such as 16-bit "I;16", float "F" or 1-bit "1", take torchvision's
+#: conversion)
+_EIGHT_BIT_MODES = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "P")
+
+
 class ToNormalizedTensor(torch.nn.Module):
     """An image to a float32 ``(C, H, W)`` tensor normalised with ``mean`` and ``std``, in one step.
 
@@ -59,8 +64,8 @@ class ToNormalizedTensor(torch.nn.Module):
         self._scale = 1.0 / (torch.tensor(self.std).view(-1, 1, 1) * 255.0)
 
     def forward(self, image: Any) -> Tensor:
-        if isinstance(image, (Image.Image, np.ndarray)):
-            array = np.array(image, dtype=np.uint8, copy=True) if isinstance(image, Image.Image) else image
+        if (isinstance(image, Image.Image) and image.mode in _EIGHT_BIT_MODES) or isinstance(image, np.ndarray):
+            array = np.array(image, copy=True) if isinstance(image, Image.Image) else image
             if array.dtype != np.uint8:
                 return self._fallback(image)
             pixels = torch.from_numpy(np.ascontiguousarray(array))

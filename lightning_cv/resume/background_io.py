@@ -9,7 +9,9 @@ file holds exactly the state of the step it was asked at) and serialises and wri
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,9 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
       temporary folder and moves it, which is a copy when that is another file system.) Other paths (``s3://``...)
       and another wrapped ``checkpoint_io`` are written by the wrapped plugin, in the background.
     * Ordered: removing a checkpoint (ModelCheckpoint deletes the superseded best right after asking for the new
-      one) is queued behind the pending writes, and loading one waits for them.
+      one) is queued behind the pending writes, and skipped when one of them failed; loading one waits for them.
+    * Bounded: the tensors are copied to the CPU (no second copy of the state in GPU memory), and at most one write
+      is pending; a save asked for while the previous one is still being written waits for it.
     * :meth:`wait` blocks until every requested checkpoint is on disk (a preempted run calls it before it exits),
       and re-raises a failed write; so do the next save and the end of the run.
 
@@ -39,16 +43,27 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
     ``lightning-cv fit`` uses it unless ``--checkpoint_async false``.
     """
 
-    def _submit(self, function: Callable[..., Any], *args: Any) -> None:
+    def __init__(self, checkpoint_io: Any = None) -> None:
+        super().__init__(checkpoint_io)
+        self._lock = threading.Lock()  # the writer thread sets the error, the training thread reads and clears it
+        self._pending_write: Future[None] | None = None
+
+    def _submit(self, function: Callable[..., Any], *args: Any, after_failure: bool = True) -> Future[None]:
+        """Queue ``function(*args)``; with ``after_failure=False`` it is skipped while an earlier failure is unreported
+        (a superseded best checkpoint is not removed when the new best could not be written)."""
+
         def run() -> None:
+            if not after_failure and self._error is not None:
+                return
             try:
                 function(*args)
             except BaseException as err:  # reported by the next save, wait() or teardown
-                self._error = err
+                with self._lock:
+                    self._error = self._error or err
 
         self._ensure_setup()
         assert self._executor is not None
-        self._executor.submit(run)
+        return self._executor.submit(run)
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
@@ -56,22 +71,26 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
         if type(wrapped) is TorchCheckpointIO and storage_options is None and "://" not in os.fspath(path):
             from lightning_utilities.core.apply_func import apply_to_collection
 
-            # the snapshot: training changes the parameters in place as soon as this returns
-            snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
-            self._submit(_write_atomically, snapshot, Path(path))
+            # One write in flight at most: each pending one holds a full copy of the state in memory. The previous
+            # write has had a whole save interval to finish, so this rarely waits.
+            if self._pending_write is not None:
+                self._pending_write.result()
             self._raise_pending_error()
+            # the snapshot, on the CPU (no second copy of the state in GPU memory): training changes the tensors
+            # in place as soon as this returns
+            snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
+            self._pending_write = self._submit(_write_atomically, snapshot, Path(path))
         else:
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
 
     def copy_checkpoint(self, source: Any, path: Any) -> None:
-        """Make ``path`` a copy of the checkpoint ``source`` once ``source`` is written (atomically; a hard link
-        where the file system has them)."""
-        self._submit(copy_checkpoint_file, Path(source), Path(path))
+        """Make ``path`` a copy of the checkpoint ``source`` once ``source`` is written (atomically)."""
+        self._submit(copy_checkpoint_file, Path(source), Path(path), after_failure=False)
 
     @override
     def remove_checkpoint(self, path: Any) -> None:
         assert self.checkpoint_io is not None
-        self._submit(self.checkpoint_io.remove_checkpoint, path)
+        self._submit(self.checkpoint_io.remove_checkpoint, path, after_failure=False)
 
     @override
     def load_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -85,8 +104,17 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
             self._executor.submit(lambda: None).result()
         self._raise_pending_error()
 
+    @override
+    def teardown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._pending_write = None
+        self._raise_pending_error()  # once: a Trainer used again does not raise it a second time
+
     def _raise_pending_error(self) -> None:
-        error, self._error = self._error, None
+        with self._lock:
+            error, self._error = self._error, None
         if error is not None:
             raise error
 
@@ -103,21 +131,17 @@ def _write_atomically(checkpoint: dict[str, Any], path: Path) -> None:
 
 
 def copy_checkpoint_file(source: Path, path: Path) -> None:
-    """``path`` becomes a copy of ``source``, atomically: a hard link (no bytes copied) where the file system has
-    them, else a copy; either way under a temporary name first, then renamed over ``path``.
+    """``path`` becomes a copy of ``source``, atomically: copied under a temporary name in the same folder, then
+    renamed over ``path``.
 
-    A hard link is safe here because checkpoint files are never changed in place: a later save of either name
-    writes a new file and renames it over that name, leaving the other one as it was.
+    A copy, not a hard link: a writer that rewrites a file in place (fsspec moving a temporary file from another file
+    system copies into the existing file) would change both names of a linked pair.
     """
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(source, partial)
-        except OSError:  # no hard links here (some network and Windows file systems)
-            import shutil
+    import shutil
 
-            shutil.copyfile(source, partial)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        shutil.copyfile(source, partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

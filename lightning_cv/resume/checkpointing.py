@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 from weakref import proxy
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from lightning_cv.resume.background_io import copy_checkpoint_file, wait_for_checkpoints
+from lightning_cv.resume.background_io import BackgroundCheckpointIO, copy_checkpoint_file, wait_for_checkpoints
 
 __all__ = ["PeriodicCheckpoint", "PreemptionCheckpoint", "ResumableCheckpoint"]
 
@@ -38,9 +39,10 @@ class ResumableCheckpoint(ModelCheckpoint):
     Since Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only at steps where a top-k file is saved too: once
     the monitored metric stops improving, "last" stays at the last *best* epoch, and a run resumed from it silently
     trains the epochs since then again. Here it is the newest state again, as the option's name says and as
-    ``--ckpt_path last`` needs. When a new best was saved at the same step, ``last.ckpt`` is made from that file (a
-    hard link, or a copy) instead of serialising the same state a second time. Everything else is ModelCheckpoint's
-    own behaviour and arguments.
+    ``--ckpt_path last`` needs. When a new best was saved at the same step, ``last.ckpt`` is a copy of that file
+    instead of a second serialisation of the same state (with Lightning's file writer or
+    :class:`~lightning_cv.resume.background_io.BackgroundCheckpointIO`; other plugins save it as usual).
+    Everything else is ModelCheckpoint's own behaviour and arguments.
     """
 
     @property
@@ -75,15 +77,16 @@ class ResumableCheckpoint(ModelCheckpoint):
             # first epoch): a run resumed from either file then finds its last checkpoint under the same name
             and getattr(self, "_dumped_last_path", None) == filepath
             and "://" not in filepath + source  # local files
+            and _copies_safely(trainer.strategy.checkpoint_io)
         )
         if not same_state:
             self._dumped_last_path = self.last_model_path  # what the file written now records
             super()._save_checkpoint(trainer, filepath)
             return
         if trainer.is_global_zero:
-            copy = getattr(trainer.strategy.checkpoint_io, "copy_checkpoint", None)
-            if callable(copy):
-                copy(source, filepath)  # queued behind the pending write of `source`
+            io = trainer.strategy.checkpoint_io
+            if isinstance(io, BackgroundCheckpointIO):
+                io.copy_checkpoint(source, filepath)  # queued behind the pending write of `source`
             else:
                 copy_checkpoint_file(Path(source), Path(filepath))
         trainer.strategy.barrier("ResumableCheckpoint._save_checkpoint")
@@ -97,6 +100,21 @@ class ResumableCheckpoint(ModelCheckpoint):
         # skipped when this step is saved already (a new best, and last with it), outside fit and in sanity checks
         if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # removed by a queued deletion meanwhile: the oldest
+        return float("-inf")
+
+
+def _copies_safely(io: Any) -> bool:
+    """Whether ``last.ckpt`` may be copied from the best file: plain files written whole, and (in the background)
+    written before the copy starts. Other plugins (sharded folders, Lightning's AsyncCheckpointIO) save it."""
+    if isinstance(io, BackgroundCheckpointIO):
+        return type(io.checkpoint_io) is TorchCheckpointIO
+    return type(io) is TorchCheckpointIO
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
@@ -168,7 +186,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
             # the new file may still be being written in the background: it is the newest whether on disk or not
             new = Path(filepath)
             older = [p for p in Path(self.dirpath).glob("step-*.ckpt") if p.name != new.name]
-            saved = [*sorted(older, key=lambda p: p.stat().st_mtime), new]
+            saved = [*sorted(older, key=_mtime), new]
             for old in saved[: -self.keep]:
                 trainer.strategy.remove_checkpoint(old)  # queued behind pending writes
 

@@ -54,3 +54,17 @@ def test_presets_end_in_the_one_step_conversion_and_give_normalised_tensors():
     torch.manual_seed(0)
     out = train_tf(image)
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "1"])
+def test_images_that_are_not_eight_bit_take_torchvision_conversion(mode):
+    pixels = {
+        "I;16": np.array([[0, 300], [65535, 1000]], dtype=np.uint16),
+        "I": np.array([[0, 70000], [5, 9]]),
+        "F": np.array([[0.25, 0.5], [1.0, 0.0]], dtype=np.float32),
+        "1": np.array([[0, 1], [1, 0]], dtype=bool),
+    }
+    image = Image.fromarray(pixels[mode]) if mode != "I" else Image.fromarray(pixels[mode].astype(np.int32), "I")
+    assert image.mode == mode
+    ours = ToNormalizedTensor([0.5], [0.25])(image)
+    assert torch.allclose(ours, torchvision_steps([0.5], [0.25])(image), atol=1e-5, rtol=0)

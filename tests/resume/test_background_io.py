@@ -118,3 +118,51 @@ def test_a_preemption_checkpoint_is_on_disk_before_the_run_ends(tmp_path, slow_w
 def test_waiting_is_a_no_op_for_synchronous_plugins(tmp_path):
     trainer = tiny_trainer(tmp_path)
     wait_for_checkpoints(trainer)  # TorchCheckpointIO has nothing pending and no wait()
+
+
+def test_a_superseded_checkpoint_is_kept_when_its_successor_could_not_be_written(tmp_path, monkeypatch):
+    io = plain_io()
+    io.save_checkpoint({"epoch": torch.tensor(1)}, tmp_path / "best-1.ckpt")
+    io.wait()
+
+    def disk_full(obj, f, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module.torch, "save", disk_full)
+    io.save_checkpoint({"epoch": torch.tensor(2)}, tmp_path / "best-2.ckpt")
+    io.remove_checkpoint(tmp_path / "best-1.ckpt")  # what ModelCheckpoint does right after asking for the new best
+    io.copy_checkpoint(tmp_path / "best-2.ckpt", tmp_path / "last.ckpt")
+    with pytest.raises(OSError, match="No space left"):
+        io.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-1.ckpt"]  # the only good checkpoint survives
+    io.teardown()
+
+
+def test_at_most_one_write_is_pending(tmp_path, slow_writes):
+    io = plain_io()
+    io.save_checkpoint({"x": torch.zeros(3)}, tmp_path / "a.ckpt")
+    done = threading.Event()
+
+    def second():
+        io.save_checkpoint({"x": torch.ones(3)}, tmp_path / "b.ckpt")
+        done.set()
+
+    threading.Thread(target=second).start()
+    assert not done.wait(0.3)  # the second save waits for the first write instead of queuing another copy
+    slow_writes.set()
+    assert done.wait(10)
+    io.teardown()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt", "b.ckpt"]
+
+
+def test_teardown_reports_a_failure_once(tmp_path, monkeypatch):
+    io = plain_io()
+
+    def broken(obj, f, *args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(module.torch, "save", broken)
+    io.save_checkpoint({"x": torch.zeros(1)}, tmp_path / "a.ckpt")
+    with pytest.raises(OSError, match="Input/output"):
+        io.teardown()
+    io.teardown()  # a Trainer used again does not see the old failure again
