@@ -14,12 +14,15 @@ A **target** is one of
 - hard: class indices, an integer tensor ``(N,)``;
 - soft: one row of class probabilities per image, ``(N, num_classes)`` float, as MixUp and CutMix make them (each
   row sums to 1). Metrics, confusion matrices and galleries need one class per image: :func:`hard_labels` gives the
-  most probable one.
+  most probable one (multi-class tasks only);
+- multi-label: one multi-hot row per image, ``(N, num_classes)`` float, 1 where the image carries the label. MixUp
+  and CutMix mix these rows the same way (values in [0, 1] that need not sum to 1).
 
-Multi-label targets (a multi-hot ``(N, num_classes)`` row per image) will be a third kind. They have the shape of
-soft targets, so the kind cannot be read from the tensor and must come from the task: :func:`is_soft` and
-:func:`hard_labels` are where that decision plugs in (a ``task`` argument, say), together with the loss choice in
-``ImageClassifier.training_step``, which asks :func:`is_soft`.
+Soft and multi-label targets have the same shape, so the kind cannot be read from the tensor: it comes from the
+**task** (:data:`TASKS`), which a module states as ``hparams["task"]`` (:func:`task_of`; absent means
+``"multiclass"``). Scores are class probabilities (softmax) for ``"multiclass"`` and independent label
+probabilities (sigmoid) for ``"multilabel"`` (:func:`scores`); a multi-label decision is every label whose score
+reaches its threshold (:func:`predicted_sets`, with the module's :func:`decision_thresholds`).
 
 Example:
     >>> import torch
@@ -32,17 +35,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 __all__ = [
     "IMAGE_KEYS",
+    "MULTICLASS",
+    "MULTILABEL",
     "TARGET_KEYS",
+    "TASKS",
+    "check_task",
+    "decision_thresholds",
     "hard_labels",
+    "label_sets",
+    "predicted_sets",
+    "scores",
+    "task_of",
     "is_soft",
     "split_batch",
     "split_labelled_batch",
     "try_split_batch",
 ]
+
+#: one label per image (softmax over the classes)
+MULTICLASS = "multiclass"
+#: a set of labels per image, possibly empty (one sigmoid per label)
+MULTILABEL = "multilabel"
+TASKS = (MULTICLASS, MULTILABEL)
+#: the decision threshold of a label when none was tuned or given
+DEFAULT_THRESHOLD = 0.5
 
 #: dict keys that hold the images, in the order they are looked for
 IMAGE_KEYS = ("image", "images", "input")
@@ -107,3 +128,43 @@ def is_soft(targets: Tensor) -> bool:
 def hard_labels(targets: Tensor) -> Tensor:
     """Class indices ``(N,)``: hard targets as they are, soft ones reduced to their most probable class."""
     return targets.argmax(dim=1) if is_soft(targets) else targets
+
+
+def check_task(task: Any) -> str:
+    """``task`` if it is one of :data:`TASKS`; else a ``ValueError`` naming the choices."""
+    if task not in TASKS:
+        raise ValueError(f"Expected `task` to be one of {', '.join(map(repr, TASKS))}, but got {task!r}.")
+    return str(task)
+
+
+def task_of(module: Any) -> str:
+    """The task a module was built for: its ``hparams["task"]``, or ``"multiclass"`` when it names none."""
+    hparams = getattr(module, "hparams", None)
+    task = hparams.get("task") if hasattr(hparams, "get") else None
+    return MULTICLASS if task is None else check_task(task)
+
+
+def scores(logits: Tensor, task: str) -> Tensor:
+    """Float32 scores ``(N, C)``: softmax class probabilities (multiclass) or sigmoid label probabilities."""
+    logits = logits.float()
+    return logits.sigmoid() if check_task(task) == MULTILABEL else logits.softmax(dim=1)
+
+
+def decision_thresholds(module: Any, num_classes: int) -> Tensor:
+    """The per-label thresholds ``(C,)`` of a multi-label module (its ``thresholds`` buffer), else 0.5 for all."""
+    thresholds = getattr(module, "thresholds", None)
+    if isinstance(thresholds, Tensor) and thresholds.shape == (num_classes,):
+        return thresholds.detach().float()
+    return torch.full((num_classes,), DEFAULT_THRESHOLD)
+
+
+def label_sets(targets: Tensor) -> Tensor:
+    """Multi-hot targets (mixed ones included) as a boolean ``(N, C)``: the labels with weight at least 0.5."""
+    if targets.ndim != 2:
+        raise ValueError(f"Expected multi-hot targets of shape (N, C), but got {tuple(targets.shape)}.")
+    return targets >= DEFAULT_THRESHOLD
+
+
+def predicted_sets(label_scores: Tensor, thresholds: Tensor) -> Tensor:
+    """The predicted label sets, boolean ``(N, C)``: every label whose score reaches its threshold."""
+    return label_scores >= thresholds.to(label_scores.device, label_scores.dtype)
