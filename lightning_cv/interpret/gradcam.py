@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_cv.data.batch import scores, task_of
+
 __all__ = ["GradCAM", "class_probabilities", "find_target_layer", "overlay"]
 
 
@@ -65,7 +67,8 @@ def _grad_enabled_eval(model: nn.Module) -> Iterator[None]:
 
 
 def class_probabilities(model: nn.Module, batch: Tensor) -> Tensor:
-    """Softmax of the model's logits in eval mode without gradients, ``(N, num_classes)`` float32 on the CPU.
+    """The model's scores in eval mode without gradients, ``(N, num_classes)`` float32 on the CPU: the softmax of
+    its logits, or for a multi-label module (``hparams["task"] == "multilabel"``) one sigmoid per label.
 
     Every module's train/eval mode is restored afterwards. Grad-CAM's own forward pass gives no probabilities; this
     is the second, cheap one that captions need.
@@ -83,7 +86,7 @@ def class_probabilities(model: nn.Module, batch: Tensor) -> Tensor:
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"Expected the model to return logits of shape (N, num_classes), but got {shape}.")
-    return logits.float().softmax(dim=1).cpu()
+    return scores(logits, task_of(model)).cpu()
 
 
 class _TokensToGrid(nn.Module):
