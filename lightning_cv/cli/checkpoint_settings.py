@@ -12,7 +12,7 @@ __all__ = ["ARCHITECTURE_OPTIONS", "NOT_FROM_CHECKPOINT", "RUNTIME_OPTIONS", "ap
 
 
 #: model options that define the weights' shapes and meaning: a checkpoint's weights fit only its own
-ARCHITECTURE_OPTIONS = ("backbone", "backbone_kwargs", "num_classes", "class_names")
+ARCHITECTURE_OPTIONS = ("backbone", "backbone_kwargs", "num_classes", "class_names", "task")
 #: model options that change how the model runs, not what it computes: the user's (or the default), never the file's
 #: (a shared checkpoint's `compile` options could name a compiler command to run)
 RUNTIME_OPTIONS = ("compile", "channels_last")

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_cv.data.batch import MULTILABEL, check_task
+from lightning_cv.losses import ASL_DEFAULTS
 from lightning_cv.models.backbone import check_backbone_name
 from lightning_cv.models.compiling import check_compile_spec
 from lightning_cv.optim.optimizers import check_optimizer
@@ -71,6 +73,7 @@ def validate_arguments(args: dict[str, Any]) -> None:
         raise ValueError("Give the warmup length once: `warmup_epochs` or `warmup_steps`, not both.")
     if args["nesterov"] and args["momentum"] <= 0:
         raise ValueError("`nesterov=True` needs `momentum` > 0.")
+    _check_task_settings(args)
     check_optimizer(args["optimizer"])
     check_scheduler(args["scheduler"])
     freeze = args["freeze_backbone"]
@@ -96,3 +99,58 @@ def validate_arguments(args: dict[str, Any]) -> None:
                 "`unfreeze_milestones` thaws frozen layers, but nothing is frozen. Add `freeze_backbone=True` "
                 "or `freeze_layers=N`."
             )
+
+
+LOSSES = ("auto", "cross_entropy", "bce", "asl")
+
+
+def _check_task_settings(args: dict[str, Any]) -> None:
+    """The task, its loss and the multi-label options, each refused where it cannot apply."""
+    from lightning_cv.models.thresholds import check_thresholds
+
+    task = check_task(args["task"])
+    loss, pos_weight, thresholds = args["loss"], args["pos_weight"], args["thresholds"]
+    if loss not in LOSSES:
+        raise ValueError(f"Expected argument `loss` to be one of {', '.join(map(repr, LOSSES))}, but got {loss!r}.")
+    if task == MULTILABEL and loss == "cross_entropy":
+        raise ValueError(
+            "`loss='cross_entropy'` is for one class per image, but `task='multilabel'`: use `loss='bce'` (or "
+            "'auto') or `loss='asl'`."
+        )
+    if task != MULTILABEL:
+        for name, value in (("loss", loss if loss in ("bce", "asl") else None), ("thresholds", thresholds),
+                            ("pos_weight", pos_weight)):  # fmt: skip
+            if value is not None:
+                raise ValueError(
+                    f"`{name}={value!r}` applies to multi-label models only, but `task={task!r}`. Pass "
+                    f"`task='multilabel'` (command line: `--model.task multilabel`) or drop `{name}`."
+                )
+    check_thresholds(thresholds, args["num_classes"])
+    if pos_weight is not None:
+        if loss == "asl":
+            raise ValueError(
+                "`pos_weight` weights the positives of the binary cross entropy; the asymmetric loss balances "
+                "positives and negatives through `loss_kwargs` (gamma_neg, gamma_pos, clip). Drop one of the two."
+            )
+        if isinstance(pos_weight, str):
+            if pos_weight != "balanced":
+                raise ValueError(f"Expected `pos_weight` 'balanced', a list of numbers or None, but got {pos_weight!r}.")
+        elif len(pos_weight) != args["num_classes"] or any(
+            isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in pos_weight
+        ):
+            raise ValueError(
+                f"Expected `pos_weight` to hold one positive number per class ({args['num_classes']}), but got "
+                f"{list(pos_weight)!r}."
+            )
+    settings = args["loss_kwargs"]
+    if settings is not None:
+        if loss != "asl":
+            raise ValueError(f"`loss_kwargs` sets the asymmetric loss (`loss='asl'`), but `loss={loss!r}`.")
+        unknown = sorted(set(settings) - set(ASL_DEFAULTS))
+        if unknown:
+            raise ValueError(f"Unknown `loss_kwargs` {unknown} for `loss='asl'`; choose from {sorted(ASL_DEFAULTS)}.")
+        for key, value in settings.items():
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            if not ok or (key == "clip" and value >= 1):
+                raise ValueError(f"Expected `loss_kwargs['{key}']` >= 0{' and < 1' if key == 'clip' else ''}, "
+                                 f"but got {value!r}.")  # fmt: skip

@@ -19,9 +19,16 @@ from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lightning_cv.data.batch import hard_labels, is_soft, split_batch, split_labelled_batch
+from lightning_cv.data.batch import (
+    MULTILABEL,
+    hard_labels,
+    is_soft,
+    predicted_sets,
+    split_batch,
+    split_labelled_batch,
+)
 from lightning_cv.data.config import DataConfig
-from lightning_cv.losses import soft_target_cross_entropy
+from lightning_cv.losses import ASL_DEFAULTS, asymmetric_loss, binary_cross_entropy, soft_target_cross_entropy
 from lightning_cv.models.arguments import safe_yaml_hparams, validate_arguments
 from lightning_cv.models.backbone import create_backbone, resolve_data_config
 from lightning_cv.models.ddp_rewrap import rewrap_ddp
@@ -35,9 +42,12 @@ from lightning_cv.models.freezing import (
     layer_groups,
 )
 from lightning_cv.models.metrics import build_metrics, confusion_matrix_image
+from lightning_cv.models.multilabel_metrics import MultilabelMetrics
+from lightning_cv.models.thresholds import DecisionThresholds, check_thresholds
 from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups
 from lightning_cv.optim.schedules import build_scheduler
 from lightning_cv.reporting import log_image
+from lightning_cv.reporting.tables import format_table, write_table
 from lightning_cv.resume.keys import EMA_KEY, FREEZING_KEY
 from lightning_cv.resume.schedule import sync_lr_with_schedule
 from lightning_cv.resume.state import TrainingState
@@ -63,11 +73,26 @@ class ImageClassifier(LightningModule):
         backbone_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
         drop_rate: dropout before the classification head.
         class_names: names of the classes in label order; predictions and checkpoints carry them.
+        task: ``"multiclass"`` (one class per image, softmax) or ``"multilabel"`` (a set of labels per image,
+            possibly empty: one sigmoid per label, targets are multi-hot rows). Multi-label models report mAP, F1,
+            precision, recall, subset accuracy and Hamming loss, and answer every label whose score reaches its
+            decision threshold.
+        thresholds: multi-label decision thresholds: one number for every label, one per label, or ``None`` to tune
+            them on the validation split at the end of every validation of ``fit`` (each label's F1-maximising
+            threshold, 0.5 for a label without positives there). They are saved in the checkpoint and used by
+            test, predict, export and benchmark; a value given here always wins over the checkpoint's.
         freeze_backbone: ``True`` freezes everything but the head, ``"auto"`` chooses from the training-set size.
         freeze_layers: freeze the first N layer groups (see :attr:`layer_groups`).
         unfreeze_milestones: epochs at which the frozen groups thaw, deepest first, in equal steps; all are trainable
             from the last milestone on.
-        label_smoothing: applied to hard labels and to mixed (soft) targets alike.
+        label_smoothing: applied to hard labels and to mixed (soft) targets alike; for multi-label targets each
+            binary target moves towards 0.5 (``(1 - eps) y + eps / 2``).
+        loss: ``"auto"`` (cross entropy, or for multi-label binary cross entropy), ``"cross_entropy"``, ``"bce"``
+            (multi-label: binary cross entropy with logits) or ``"asl"`` (multi-label: the asymmetric loss of Ridnik
+            et al., ICCV 2021, with their MS-COCO settings gamma_neg=4, gamma_pos=0, clip=0.05).
+        loss_kwargs: settings of the ``"asl"`` loss: ``gamma_neg``, ``gamma_pos``, ``clip``.
+        pos_weight: multi-label ``"bce"``: weight of each label's positive term, ``"balanced"`` (negatives /
+            positives of the training labels, counted by the data module when fit starts) or one number per label.
         optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` (or any timm optimizer name), or a callable taking parameter
             groups, as LightningCLI injects. Norm and bias parameters never get weight decay.
         lr: base learning rate (the head's, with ``layer_decay``).
@@ -107,10 +132,15 @@ class ImageClassifier(LightningModule):
         backbone_kwargs: dict[str, Any] | None = None,
         drop_rate: float = 0.0,
         class_names: list[str] | None = None,
+        task: Literal["multiclass", "multilabel"] = "multiclass",
+        thresholds: float | list[float] | None = None,
         freeze_backbone: bool | Literal["auto"] = False,
         freeze_layers: int = 0,
         unfreeze_milestones: list[int] | None = None,
         label_smoothing: float = 0.0,
+        loss: Literal["auto", "cross_entropy", "bce", "asl"] = "auto",
+        loss_kwargs: dict[str, float] | None = None,
+        pos_weight: Literal["balanced"] | list[float] | None = None,
         optimizer: str | OptimizerCallable = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -170,14 +200,48 @@ class ImageClassifier(LightningModule):
         self.set_frozen_groups(self._initial_frozen or 0)
         self._resume = TrainingState()  # RNG streams and accumulated gradients, for exact resume
 
-        self.val_metrics = build_metrics(num_classes, top_k=top_k, calibration_bins=calibration_bins, prefix="val_")
-        self.test_metrics = self.val_metrics.clone(prefix="test_")
-        from torchmetrics.classification import MulticlassConfusionMatrix
+        self._multilabel = task == MULTILABEL
+        #: multi-label: the weight of each label's positive term in the loss (``pos_weight``), set at fit start
+        self.pos_weight: Tensor | None = torch.tensor(pos_weight) if isinstance(pos_weight, list) else None
+        #: the per-class rows of the last validation or test (multi-label: support, AP, F1, precision, recall,
+        #: threshold), also written as ``per_class_test.csv``/``.md`` into the run directory after testing
+        self.per_class: list[dict[str, Any]] | None = None
+        if self._multilabel:
+            self.decision = DecisionThresholds(num_classes, check_thresholds(thresholds, num_classes))
+            self.val_metrics: Any = MultilabelMetrics(num_classes, prefix="val_")
+            self.test_metrics: Any = MultilabelMetrics(num_classes, prefix="test_")
+        else:
+            self.val_metrics = build_metrics(
+                num_classes, top_k=top_k, calibration_bins=calibration_bins, prefix="val_"
+            )
+            self.test_metrics = self.val_metrics.clone(prefix="test_")
+            from torchmetrics.classification import MulticlassConfusionMatrix
 
-        self.val_confmat = MulticlassConfusionMatrix(num_classes)
-        self.test_confmat = MulticlassConfusionMatrix(num_classes)
+            self.val_confmat = MulticlassConfusionMatrix(num_classes)
+            self.test_confmat = MulticlassConfusionMatrix(num_classes)
         #: the last confusion matrix computed at validation or test end (rows: true class), on the CPU
         self.confusion_matrix: Tensor | None = None
+
+    # ------------------------------------------------------------------ the task
+    @property
+    def monitor(self) -> str:
+        """The validation metric that ranks checkpoints: ``val_acc``, or ``val_map`` for a multi-label model."""
+        return "val_map" if self._multilabel else "val_acc"
+
+    @property
+    def thresholds(self) -> Tensor | None:
+        """Multi-label decision thresholds ``(C,)`` (a label is answered when its score reaches its threshold);
+        ``None`` for a multi-class model. Assign a number or one per label to change them."""
+        return self.decision.values if self._multilabel else None
+
+    @thresholds.setter
+    def thresholds(self, value: float | list[float] | Tensor) -> None:
+        if not self._multilabel:
+            raise ValueError("Decision thresholds apply to multi-label models (`task='multilabel'`).")
+        values = value.tolist() if isinstance(value, Tensor) else value
+        checked = check_thresholds(values, self.hparams["num_classes"])
+        assert checked is not None
+        self.decision.values = checked
 
     # ------------------------------------------------------------------ freezing
     @property
@@ -256,6 +320,26 @@ class ImageClassifier(LightningModule):
     def configure_callbacks(self) -> list[Callback]:
         # frozen blocks are in eval mode on purpose: hide Lightning's warning about it, for this fit only
         return [FrozenEvalModeWarningFilter()]
+
+    def on_fit_start(self) -> None:
+        if self.hparams.get("pos_weight") == "balanced":
+            self.pos_weight = self._balanced_pos_weight()
+
+    def _balanced_pos_weight(self) -> Tensor:
+        counts = getattr(getattr(self.trainer, "datamodule", None), "label_counts", None)
+        if counts is None:
+            raise ValueError(
+                "`pos_weight='balanced'` counts the training labels through the data module, but this fit has none "
+                "with `label_counts()` (ImageDataModule). Pass one weight per label instead, e.g. `pos_weight=[...]`."
+            )
+        positives, images = counts("train")
+        positives = positives.float()
+        weight = (images - positives) / positives.clamp_min(1.0)
+        weight[positives == 0] = 1.0
+        names = self.hparams.get("class_names") or [str(i) for i in range(len(weight))]
+        listed = ", ".join(f"{n}: {w:.2f}" for n, w in list(zip(names, weight.tolist(), strict=True))[:10])
+        rank_zero_info(f"pos_weight='balanced' (negatives / positives per label): {listed}")
+        return weight
 
     def on_train_start(self) -> None:
         if self._initial_frozen is None:
@@ -345,6 +429,10 @@ class ImageClassifier(LightningModule):
             # Evaluating, predicting or exporting: use the averaged weights. Resuming a fit keeps the raw ones
             # (the EMA callback restores its average itself).
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
+        given = self.hparams.get("thresholds")
+        if self._multilabel and given is not None and isinstance(checkpoint.get("state_dict"), dict):
+            # thresholds given to the constructor (or `--model.thresholds`) win over the tuned ones in the file
+            checkpoint["state_dict"]["decision._extra_state"] = self.decision.get_extra_state()
         self._resume.load(checkpoint, fitting)
         state = checkpoint.get(FREEZING_KEY)
         if isinstance(state, dict):
@@ -368,14 +456,24 @@ class ImageClassifier(LightningModule):
         images, target = split_labelled_batch(batch)
         logits = self(images)
         smoothing = self.hparams["label_smoothing"]
-        if is_soft(target):
+        if self._multilabel:
+            loss = self._multilabel_loss(logits, target, smoothing)
+        elif is_soft(target):
             loss = soft_target_cross_entropy(logits, target, smoothing)
         else:
             loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
         return loss
 
+    def _multilabel_loss(self, logits: Tensor, target: Tensor, smoothing: float) -> Tensor:
+        if self.hparams.get("loss") == "asl":
+            settings = {**ASL_DEFAULTS, **(self.hparams.get("loss_kwargs") or {})}
+            return asymmetric_loss(logits, target, smoothing, **settings)
+        return binary_cross_entropy(logits, target, smoothing, self.pos_weight)
+
     def _evaluate(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        if self._multilabel:
+            return self._evaluate_multilabel(batch, stage)
         images, target = split_labelled_batch(batch)
         target = hard_labels(target)
         logits = self(images)
@@ -389,6 +487,17 @@ class ImageClassifier(LightningModule):
         self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=n)
         return {"probs": probs}  # for callbacks such as PredictionGallery
 
+    def _evaluate_multilabel(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        images, target = split_labelled_batch(batch)
+        logits = self(images)
+        loss = binary_cross_entropy(logits, target)
+        scores = logits.float().sigmoid()
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(scores, target, self.decision.values)
+        n = images.shape[0]
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=n)
+        return {"probs": scores}
+
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._evaluate(batch, "val")
 
@@ -396,8 +505,22 @@ class ImageClassifier(LightningModule):
         return self._evaluate(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """Predicted class indices, class probabilities and (when known) predicted class names."""
+        """Predicted class indices, class probabilities and (when known) predicted class names.
+
+        Multi-label: ``probs`` are the sigmoid scores ``(N, C)``, ``preds`` the decisions (boolean ``(N, C)``, the
+        labels whose score reaches its threshold), ``thresholds`` ``(C,)`` and, with class names, ``labels``: the
+        predicted names of each image.
+        """
         images, _ = split_batch(batch)  # a second tensor there is the data module's file index, not a label
+        if self._multilabel:
+            scores = self(images).float().sigmoid()
+            thresholds = self.decision.values.to(scores.device)
+            decisions = predicted_sets(scores, thresholds)
+            result: dict[str, Any] = {"probs": scores, "preds": decisions, "thresholds": thresholds}
+            names = self.hparams.get("class_names")
+            if names:
+                result["labels"] = [[names[i] for i in row.nonzero().flatten().tolist()] for row in decisions]
+            return result
         probs = self(images).float().softmax(dim=1)
         conf, preds = probs.max(dim=1)
         out: dict[str, Any] = {"preds": preds, "probs": probs, "confidence": conf}
@@ -407,6 +530,9 @@ class ImageClassifier(LightningModule):
         return out
 
     def _end_of_eval(self, stage: str) -> None:
+        if self._multilabel:
+            self._end_of_multilabel_eval(stage)
+            return
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         confmat = self.val_confmat if stage == "val" else self.test_confmat
         if confmat.update_count == 0:
@@ -425,6 +551,30 @@ class ImageClassifier(LightningModule):
         if self.trainer.is_global_zero:  # every logger, each through its image API (PNG files for CSV or none)
             picture = confusion_matrix_image(self.confusion_matrix, self.hparams.get("class_names"))
             log_image(self.trainer, f"{stage}_confusion_matrix", picture, step=self.global_step)
+
+    def _end_of_multilabel_eval(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        if metrics.update_count == 0:
+            return
+        values = metrics.compute_all()
+        scalars = {name: value for name, value in values.items() if value.ndim == 0}
+        # equal on every rank already (torchmetrics synced them); sync_dist=True only tells Lightning so
+        self.log(f"{stage}_map", scalars.pop(f"{stage}_map"), prog_bar=True, sync_dist=True)
+        self.log_dict(scalars, sync_dist=True)
+        self.per_class = metrics.per_label(values, self.decision.values, self.hparams.get("class_names"))
+        fitting = self.trainer.state.fn == "fit"
+        if stage == "val" and fitting and not self.trainer.sanity_checking and self.hparams["thresholds"] is None:
+            # tuned on this validation, for the weights just evaluated: the checkpoint saved now carries them
+            self.decision.values = metrics.tuned_thresholds()
+        metrics.reset()
+        if stage == "test":
+            directory = self.trainer.log_dir or self.trainer.default_root_dir  # asked on every rank (a collective)
+            if self.trainer.is_global_zero:
+                paths = write_table(self.per_class, directory, "per_class_test")
+                rank_zero_info(
+                    f"Per-class results on the test split (F1, precision and recall at the thresholds shown):\n"
+                    f"{format_table(self.per_class)}Written to {paths['csv']} and {paths['markdown']}"
+                )
 
     def on_validation_epoch_end(self) -> None:
         self._end_of_eval("val")
