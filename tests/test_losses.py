@@ -77,3 +77,39 @@ def test_torch_cross_entropy_smooths_probability_targets_with_the_same_formula(s
         soft_target_cross_entropy(logits, hard, smoothing),
         soft_target_cross_entropy(logits, F.one_hot(hard, 5).to(dtype), smoothing),
     )
+
+
+# ---------------------------------------------------------------------------------------------------- multi-label
+def test_binary_cross_entropy_with_smoothing_and_pos_weight_matches_the_formula():
+    from lightning_cv.losses import binary_cross_entropy, smooth_binary_targets
+
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(6, 4, generator=g), (torch.rand(6, 4, generator=g) < 0.5).float()
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    q = targets * 0.9 + 0.05  # eps = 0.1 moves each binary target towards 0.5
+    torch.testing.assert_close(smooth_binary_targets(targets, 0.1), q)
+    p = logits.sigmoid()
+    manual = -(weight * q * p.log() + (1 - q) * (1 - p).log()).mean()
+    assert binary_cross_entropy(logits, targets, 0.1, weight).item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_asymmetric_loss_matches_the_paper_formula_and_reduces_to_bce():
+    from lightning_cv.losses import AsymmetricLoss, asymmetric_loss, binary_cross_entropy
+
+    g = torch.Generator().manual_seed(1)
+    logits, targets = torch.randn(5, 3, generator=g) * 2, (torch.rand(5, 3, generator=g) < 0.4).float()
+    # Ridnik et al. (ICCV 2021), eq. 1-7: L+ = (1-p)^g+ log(p), L- = p_m^g- log(1-p_m), p_m = max(p - m, 0)
+    p = logits.sigmoid()
+    p_m = (p - 0.05).clamp_min(0)
+    positive = (1 - p) ** 1.0 * p.log()
+    negative = p_m**4.0 * (1 - p_m).log()
+    manual = -(targets * positive + (1 - targets) * negative).mean()
+    got = asymmetric_loss(logits, targets, gamma_neg=4.0, gamma_pos=1.0, clip=0.05)
+    assert got.item() == pytest.approx(manual.item(), rel=1e-5)
+    plain = asymmetric_loss(logits, targets, gamma_neg=0.0, gamma_pos=0.0, clip=0.0)
+    assert plain.item() == pytest.approx(binary_cross_entropy(logits, targets).item(), rel=1e-5)
+    assert AsymmetricLoss()(logits, targets).item() == pytest.approx(asymmetric_loss(logits, targets).item())
+    with pytest.raises(ValueError, match="one 0/1 column per class"):
+        asymmetric_loss(logits, torch.tensor([0, 1, 2, 0, 1]))
+    with pytest.raises(ValueError, match="clip"):
+        AsymmetricLoss(clip=1.5)

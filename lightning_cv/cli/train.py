@@ -30,6 +30,7 @@ from lightning_cv.cli.runs import (
     remove_run_without_results,
     runs_under_root_dir,
 )
+from lightning_cv.data.batch import MULTILABEL
 from lightning_cv.data.config import OVERRIDE_KEYS
 from lightning_cv.data.datamodule import ImageDataModule
 from lightning_cv.models.checkpoint import RUNS_DIR, find_checkpoint, read_checkpoint
@@ -50,7 +51,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 class LightningCVCLI(LightningCLI):
     """``lightning-cv fit|validate|test|predict``: LightningCLI with the defaults a practitioner adds by hand.
 
-    TensorBoard logging under ``runs/``, checkpoints of the best (by ``val_acc``) and the last epoch, an LR monitor,
+    TensorBoard logging under ``runs/``, checkpoints of the best (by ``val_acc``, or ``val_map`` for a multi-label
+    model) and the last epoch, an LR monitor,
     a gallery of the worst validation predictions (``--gallery_images``),
     optional early stopping (``--early_stopping_patience``), the LR range test and batch-size finder
     (``--tune.lr_find``, ``--tune.batch_size``) and a CSV prediction writer.
@@ -98,7 +100,8 @@ class LightningCVCLI(LightningCLI):
             "--early_stopping_patience",
             type=int | None,
             default=None,
-            help="Stop when val_acc has not improved for this many validation rounds (default: off).",
+            help="Stop when the checkpoint's metric (val_acc, or val_map for multi-label) has not improved for this many "
+            "validation rounds (default: off).",
         )
         parser.add_argument(
             "--gallery_images",
@@ -191,6 +194,14 @@ class LightningCVCLI(LightningCLI):
                 f"`lightning-cv {sub}` needs a trained model: pass `--ckpt_path` with a checkpoint from "
                 "`lightning-cv fit` (or `--ckpt_path best` for the newest run's best one)."
             )
+        if cfg.model.get("task") == MULTILABEL and cfg.get("checkpoint") is not None:
+            # a multi-label model logs no accuracy: rank checkpoints by mAP unless the user chose a metric
+            chosen = user_given().get("checkpoint")
+            chosen = chosen.as_dict() if chosen is not None else {}
+            if chosen.get("monitor") is None:
+                cfg.checkpoint.monitor = "val_map"
+                if chosen.get("filename") is None:
+                    cfg.checkpoint.filename = "best-{epoch:03d}-{val_map:.4f}"
 
     def _parse_ckpt_path(self) -> None:
         """Replaces LightningCLI's merge of the checkpoint's hyperparameters into the config (done in parse_arguments).
@@ -232,7 +243,9 @@ class LightningCVCLI(LightningCLI):
         if cfg.get("gallery_images"):
             callbacks.append(PredictionGallery(num_images=cfg.gallery_images))
         if cfg.get("early_stopping_patience") is not None:
-            callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.early_stopping_patience))
+            chosen = cfg.get("checkpoint") or {}
+            monitor, mode = chosen.get("monitor") or "val_acc", chosen.get("mode") or "max"
+            callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience))
         if self.subcommand == "fit":
             strategy = trainer.strategy
             if cfg.get("checkpoint_async") and type(strategy.checkpoint_io) is TorchCheckpointIO:

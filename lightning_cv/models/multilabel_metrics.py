@@ -15,6 +15,7 @@ thresholds.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -97,7 +98,9 @@ class MultilabelMetrics(nn.Module):
     def compute_all(self) -> dict[str, Tensor]:
         """:meth:`compute` plus the per-label values ``(C,)``: ``ap_per_label``, ``f1_per_label``,
         ``precision_per_label``, ``recall_per_label`` and ``support`` (positives), all under the prefix."""
-        per_label_ap = self.average_precision.compute()
+        with warnings.catch_warnings():  # a label without positives gets AP nan and is left out of the mean
+            warnings.filterwarnings("ignore", message="No positive samples found in target")
+            per_label_ap = self.average_precision.compute()
         _, targets = self.scores_and_targets()
         support = (targets > 0).sum(0)
         has_positives = support > 0
