@@ -12,7 +12,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_cv.data.batch import hard_labels, try_split_batch
+from lightning_cv.data.batch import (
+    MULTILABEL,
+    decision_thresholds,
+    hard_labels,
+    label_sets,
+    predicted_sets,
+    task_of,
+    try_split_batch,
+)
 from lightning_cv.resume.keys import EMA_KEY
 
 __all__ = ["EMA", "EMA_CHECKPOINT_KEY", "ema_decay"]
@@ -52,12 +60,20 @@ class EMA(Callback):
     ``train.py`` reports both); point ``ModelCheckpoint``/``EarlyStopping`` at ``val_acc`` (average) or
     ``val_acc_raw`` (raw) to choose which drives them. At the end of training the module holds the average.
 
+    For a multi-label module (``hparams["task"] == "multilabel"``) the raw metrics are ``val_loss_raw``, the binary
+    cross-entropy averaged over every label of every image (``BCEWithLogitsLoss``'s default mean), and
+    ``val_hamming_raw``, the fraction of wrong label decisions (a label counts as predicted at or above the module's
+    decision threshold, see :func:`lightning_cv.data.batch.decision_thresholds`; a target of 0.5 or more as true);
+    lower is better for both. There is no ``val_acc_raw``: an accuracy of label decisions is mostly the easy
+    "absent" labels, and an exact-set accuracy is too harsh to steer by.
+
     Args:
         decay: the EMA decay; 0.999-0.9999 for runs of thousands of steps.
         warmup: ramp the decay up over the first updates (timm's ModelEmaV3 warm-up).
         update_every_n_steps: update after every this many optimizer steps.
         cpu_offload: keep the average on the CPU to save accelerator memory (updates get slower).
-        log_raw_metrics: also validate the raw weights (classification: logits and integer or soft targets).
+        log_raw_metrics: also validate the raw weights (classification: logits and integer or soft targets, or
+            multi-hot targets for a multi-label module).
     """
 
     def __init__(
@@ -83,7 +99,8 @@ class EMA(Callback):
         self._swapped = False
         self._finished = False
         self._owner: int | None = None
-        self._raw_sums: list[float] = [0.0, 0.0, 0.0]  # loss, correct, count
+        self._raw_sums: list[float] = [0.0, 0.0, 0.0]  # loss, correct (multi-label: wrong), count (of decisions)
+        self._raw_task: str | None = None
 
     # ------------------------------------------------------------------ the average
     @property
@@ -155,6 +172,7 @@ class EMA(Callback):
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._raw_sums = [0.0, 0.0, 0.0]
+        self._raw_task = task_of(pl_module)
         if self._ema is not None and self.num_updates > 0 and not self._swapped:
             self._swap(pl_module)  # before the first update the average is the untrained copy: validate raw
 
@@ -178,17 +196,31 @@ class EMA(Callback):
                 logits = torch.func.functional_call(pl_module, raw, (images,)).float()
             else:  # no update yet: the module holds the raw weights itself
                 logits = pl_module(images).float()
+        if self._raw_task == MULTILABEL:
+            self._add_label_sets(pl_module, logits, target)
+            return
         labels = hard_labels(target)
         self._raw_sums[0] += float(F.cross_entropy(logits, labels, reduction="sum"))
         self._raw_sums[1] += float((logits.argmax(dim=1) == labels).sum())
         self._raw_sums[2] += labels.shape[0]
+
+    def _add_label_sets(self, pl_module: LightningModule, logits: Tensor, target: Tensor) -> None:
+        if target.shape != logits.shape:  # not multi-hot rows for these logits: nothing to measure
+            return
+        target = target.float()
+        thresholds = decision_thresholds(pl_module, logits.shape[1])
+        wrong = predicted_sets(logits.sigmoid(), thresholds) != label_sets(target)
+        self._raw_sums[0] += float(F.binary_cross_entropy_with_logits(logits, target, reduction="sum"))
+        self._raw_sums[1] += float(wrong.sum())
+        self._raw_sums[2] += target.numel()
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.log_raw_metrics and self._raw_sums[2] > 0:
             count = self._raw_sums[2]
             pl_module.log("val_loss_raw", self._raw_sums[0] / count, sync_dist=True, reduce_fx="mean")
-            pl_module.log("val_acc_raw", self._raw_sums[1] / count, sync_dist=True, reduce_fx="mean")
+            name = "val_hamming_raw" if self._raw_task == MULTILABEL else "val_acc_raw"
+            pl_module.log(name, self._raw_sums[1] / count, sync_dist=True, reduce_fx="mean")
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -12,18 +12,19 @@ from typing import Any, Literal
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
 from typing_extensions import override
 
-__all__ = ["FORMULA_STARTS", "PredictionWriter", "csv_text"]
+from lightning_cv.data.batch import MULTILABEL, decision_thresholds, predicted_sets, task_of
+from lightning_cv.reporting.tables import FORMULA_STARTS, csv_text
+
+__all__ = ["CSV_COLUMNS", "FORMULA_STARTS", "MULTILABEL_CSV_COLUMNS", "PredictionWriter", "csv_text"]
 
 
-#: first characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(value: str) -> str:
-    """``value`` made safe for a CSV cell that a spreadsheet may open: a leading ``'`` when it could start a formula."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+#: the CSV header of a multi-class module
+CSV_COLUMNS = ("path", "predicted_class", "predicted_index", "probability", "top_k", "error")
+#: the CSV header of a multi-label module
+MULTILABEL_CSV_COLUMNS = ("path", "predicted_labels", "scores", "top_k", "error")
 
 
 def _safe_name(name: str) -> str:
@@ -52,6 +53,15 @@ class PredictionWriter(BasePredictionWriter):
     Works with any LightningModule whose ``predict_step`` returns class probabilities (a tensor, or a dict with
     ``"probs"``) and a predict dataset whose items are ``(image, index)`` with ``dataset.paths`` (as
     :class:`~lightning_cv.data.ImageFileDataset` gives); other datasets are written with the running index.
+
+    A multi-label module (``hparams["task"] == "multilabel"``, its ``"probs"`` one sigmoid score per label) predicts a
+    set of labels per image, possibly empty: the ``"preds"`` of its ``predict_step`` when it gives them, else every
+    label whose score reaches the module's decision threshold (its ``thresholds`` tensor, 0.5 by default). Its CSV
+    columns are ``path``, ``predicted_labels`` (the set, highest score first, joined with ``;``), ``scores`` (the
+    same labels as ``name:score`` pairs, in that order, the way ``top_k`` writes them), ``top_k`` (the ``top_k``
+    best scores, predicted or not) and ``error``; each JSON Lines row is ``{"path", "labels": [...], "scores":
+    {name: score}, "top_k": [[name, score], ...], "error"}``, ``scores`` holding the predicted labels only. Every
+    label name in the CSV is guarded as above.
 
     Args:
         output_dir: folder for the files; defaults to the run's log directory.
@@ -82,6 +92,7 @@ class PredictionWriter(BasePredictionWriter):
         self._csv: Any = None
         self._seen: set[int] = set()
         self._offset = 0
+        self._multilabel = False
 
     def _directory(self, trainer: Trainer) -> Path:
         base = self.output_dir or trainer.log_dir or trainer.default_root_dir
@@ -93,6 +104,7 @@ class PredictionWriter(BasePredictionWriter):
         directory.mkdir(parents=True, exist_ok=True)
         suffix = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         self._seen, self._offset = set(), 0
+        self._multilabel = task_of(pl_module) == MULTILABEL
         for fmt in self.formats:
             path = directory / f"{self.filename}{suffix}.{fmt}"
             self.paths[fmt] = path
@@ -100,7 +112,7 @@ class PredictionWriter(BasePredictionWriter):
         if "csv" in self._files:
             # every text cell in quotes: a spreadsheet that splits on ";" (or "," in other locales) keeps it whole
             self._csv = csv.writer(self._files["csv"], quoting=csv.QUOTE_NONNUMERIC)
-            self._csv.writerow(["path", "predicted_class", "predicted_index", "probability", "top_k", "error"])
+            self._csv.writerow(list(MULTILABEL_CSV_COLUMNS if self._multilabel else CSV_COLUMNS))
 
     def _rows(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> list[dict[str, Any]]:
         probs = prediction["probs"] if isinstance(prediction, dict) else prediction
@@ -115,36 +127,54 @@ class PredictionWriter(BasePredictionWriter):
         self._offset += probs.shape[0]
         k = min(self.top_k, probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)
+        chosen = self._label_sets(pl_module, prediction, probs) if self._multilabel else None
         rows = []
         for row, index in enumerate(indices):
             self._seen.add(int(index))
+            top = [[names[int(i)], round(float(p), 6)] for p, i in zip(top_p[row], top_i[row], strict=True)]
+            path = paths[index] if paths is not None else str(index)
+            if chosen is not None:
+                found = chosen[row].nonzero().flatten()
+                labels = found[probs[row, found].argsort(descending=True, stable=True)].tolist()
+                pairs = {names[c]: round(float(probs[row, c]), 6) for c in labels}
+                named = [names[c] for c in labels]
+                rows.append({"path": path, "labels": named, "scores": pairs, "top_k": top, "error": ""})
+                continue
             rows.append(
                 {
-                    "path": paths[index] if paths is not None else str(index),
+                    "path": path,
                     "predicted_class": names[int(top_i[row, 0])],
                     "predicted_index": int(top_i[row, 0]),
                     "probability": round(float(top_p[row, 0]), 6),
-                    "top_k": [[names[int(i)], round(float(p), 6)] for p, i in zip(top_p[row], top_i[row], strict=True)],
+                    "top_k": top,
                     "error": "",
                 }
             )
         return rows
 
+    @staticmethod
+    def _label_sets(pl_module: LightningModule, prediction: Any, probs: Tensor) -> Tensor:
+        """The predicted label sets ``(N, C)``: the module's own ``"preds"``, else thresholded scores."""
+        preds = prediction.get("preds") if isinstance(prediction, dict) else None
+        if isinstance(preds, Tensor) and preds.shape == probs.shape:
+            return preds.detach().cpu().bool()
+        return predicted_sets(probs, decision_thresholds(pl_module, probs.shape[1]).cpu())
+
+    def _csv_cells(self, row: dict[str, Any]) -> list[Any]:
+        """A row's CSV cells, every text from the data guarded by :func:`csv_text`."""
+        top = ";".join(f"{csv_text(name)}:{p:.4f}" for name, p in row["top_k"])  # each name is a cell start
+        path, error = csv_text(str(row["path"])), csv_text(str(row["error"]))
+        if self._multilabel:
+            labels = ";".join(csv_text(name) for name in row["labels"])
+            pairs = ";".join(f"{csv_text(name)}:{row['scores'][name]:.4f}" for name in row["labels"])
+            return [path, csv_text(labels), csv_text(pairs), csv_text(top), error]
+        name = csv_text(str(row["predicted_class"]))
+        return [path, name, row["predicted_index"], row["probability"], csv_text(top), error]
+
     def _write(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             if self._csv is not None:
-                top = ";".join(f"{csv_text(name)}:{p:.4f}" for name, p in row["top_k"])  # each name is a cell start
-                path, name, error = str(row["path"]), str(row["predicted_class"]), str(row["error"])
-                self._csv.writerow(
-                    [
-                        csv_text(path),
-                        csv_text(name),
-                        row["predicted_index"],
-                        row["probability"],
-                        csv_text(top),
-                        csv_text(error),
-                    ]
-                )
+                self._csv.writerow(self._csv_cells(row))
             if "jsonl" in self._files:
                 self._files["jsonl"].write(json.dumps(row) + "\n")
 
@@ -180,7 +210,10 @@ class PredictionWriter(BasePredictionWriter):
                     error, unreadable = f"unreadable: {err.reason}", unreadable + 1
                 except OSError as err:
                     error, unreadable = f"unreadable: {err}", unreadable + 1
-                row = {"path": path, "predicted_class": "", "predicted_index": "", "probability": ""}
+                if self._multilabel:
+                    row: dict[str, Any] = {"path": path, "labels": [], "scores": {}}
+                else:
+                    row = {"path": path, "predicted_class": "", "predicted_index": "", "probability": ""}
                 self._write([{**row, "top_k": [], "error": error}])
         for handle in self._files.values():
             handle.close()

@@ -139,7 +139,7 @@ def check_task(task: Any) -> str:
 
 def task_of(module: Any) -> str:
     """The task a module was built for: its ``hparams["task"]``, or ``"multiclass"`` when it names none."""
-    hparams = getattr(module, "hparams", None)
+    hparams: Any = getattr(module, "hparams", None)
     task = hparams.get("task") if hasattr(hparams, "get") else None
     return MULTICLASS if task is None else check_task(task)
 
