@@ -26,6 +26,14 @@ def validate_arguments(hp: Any) -> None:
         _fail("test_split", hp.test_split, "in [0, 1)")
     if (hp.val_split or 0.0) + hp.test_split >= 1.0:
         _fail("val_split + test_split", (hp.val_split or 0.0) + hp.test_split, "< 1")
+    separator = hp.label_separator
+    if not isinstance(separator, str) or not separator.strip():
+        _fail(
+            "label_separator",
+            separator,
+            "to be a non-empty string that is not only whitespace, such as ';' (it separates the labels in a "
+            "`labels` cell of a multi-label list)",
+        )
     if hp.batch_size < 1:
         _fail("batch_size", hp.batch_size, ">= 1")
     if hp.eval_batch_size is not None and hp.eval_batch_size < 1:

@@ -47,13 +47,13 @@ __all__ = [
     "check_task",
     "decision_thresholds",
     "hard_labels",
+    "is_soft",
     "label_sets",
     "predicted_sets",
     "scores",
-    "task_of",
-    "is_soft",
     "split_batch",
     "split_labelled_batch",
+    "task_of",
     "try_split_batch",
 ]
 

@@ -1,4 +1,4 @@
-"""Data checks run at setup: bad files, class balance and train/val/test leakage."""
+"""Data checks run at setup: bad files, class (or label) balance and train/val/test leakage."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from lightning_cv.data.image_io import BadImageError, load_image
 __all__ = [
     "ClassBalance",
     "Duplicate",
+    "LabelBalance",
     "class_balance",
     "find_leaks",
+    "label_balance",
     "perceptual_hash",
 ]
 
@@ -41,6 +43,47 @@ class ClassBalance:
 def class_balance(labels: Iterable[int], class_names: Sequence[str]) -> ClassBalance:
     counts = np.bincount(np.fromiter(labels, dtype=np.int64), minlength=len(class_names))
     return ClassBalance({name: int(c) for name, c in zip(class_names, counts, strict=True)})
+
+
+@dataclass(frozen=True)
+class LabelBalance:
+    """Multi-label data: images carrying each label, images with no label, and the ratio of the most frequent label
+    to the least frequent one (a label is counted once per image that has it, so the counts need not add up to the
+    number of images)."""
+
+    counts: dict[str, int]
+    no_label: int
+    num_images: int
+
+    @property
+    def imbalance_ratio(self) -> float:
+        values = list(self.counts.values())
+        return max(values) / max(min(values), 1) if values else 1.0
+
+    def __str__(self) -> str:
+        width = max((len(k) for k in (*self.counts, "(no label)")), default=10)
+        total = max(self.num_images, 1)
+        rows = [f"  {name:<{width}} {count:>8,}  {count / total:6.1%}" for name, count in self.counts.items()]
+        rows.append(f"  {'(no label)':<{width}} {self.no_label:>8,}  {self.no_label / total:6.1%}")
+        return "\n".join(
+            [
+                *rows,
+                f"  images: {self.num_images:,}",
+                f"  imbalance ratio (most / least frequent label): {self.imbalance_ratio:.2f}",
+            ]
+        )
+
+
+def label_balance(label_sets: Iterable[Sequence[int]], class_names: Sequence[str]) -> LabelBalance:
+    """:class:`LabelBalance` of images given by their label indices (an empty sequence: an image without labels)."""
+    counts = np.zeros(len(class_names), dtype=np.int64)
+    no_label = num_images = 0
+    for labels in label_sets:
+        num_images += 1
+        if len(labels) == 0:
+            no_label += 1
+        counts[list(set(labels))] += 1
+    return LabelBalance({name: int(c) for name, c in zip(class_names, counts, strict=True)}, no_label, num_images)
 
 
 @dataclass(frozen=True)

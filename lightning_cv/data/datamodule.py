@@ -1,9 +1,9 @@
 """ImageDataModule: from files (or a named dataset) to augmented, mixed batches on the device.
 
-Why this file is ~500 lines: it is the one class users configure, and it holds the Lightning hooks in the order they
+Why this file is ~600 lines: it is the one class users configure, and it holds the Lightning hooks in the order they
 run (prepare_data, setup, the loaders, on-device mixing, state for resume). Everything else it uses lives apart:
 argument checks (``arguments.py``), which images there are (``discovery.py``), the data config (``config.py``),
-transforms, mixing, file checks and the resumable loader (``lightning_cv.resume``).
+transforms, mixing, file and label checks and the resumable loader (``lightning_cv.resume``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_cv.data.arguments import validate_arguments
-from lightning_cv.data.checks import ClassBalance, class_balance, find_leaks
+from lightning_cv.data.batch import MULTICLASS, MULTILABEL, task_of
+from lightning_cv.data.checks import ClassBalance, LabelBalance, class_balance, find_leaks, label_balance
 from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig, find_data_config
 from lightning_cv.data.datasets import (
     ImageFileDataset,
@@ -32,12 +33,12 @@ from lightning_cv.data.datasets import (
     load_torchvision_dataset,
     resolve_torchvision_name,
 )
-from lightning_cv.data.discovery import data_source, discover
+from lightning_cv.data.discovery import IndexedRecord, data_source, discover
 from lightning_cv.data.file_index import FileFacts, scan_files
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
 from lightning_cv.data.links import FollowLinks, SkippedPath, skipped_report
 from lightning_cv.data.mixing import BatchMixer
-from lightning_cv.data.shapes import ShapesDataset
+from lightning_cv.data.shapes import MultiLabelShapesDataset, ShapesDataset
 from lightning_cv.data.sources import (
     find_predict_files,
 )
@@ -57,22 +58,32 @@ class ImageDataModule(LightningDataModule):
     """Datasets, augmentation, batch mixing and data checks for image classification.
 
     Sources, in order of precedence: ``dataset="shapes"`` (the embedded offline set, also the default when nothing
-    else is given), ``dataset="cifar10"`` or any ``torchvision.datasets`` name, ``train_file`` (CSV/text lists of
-    ``path,label``), or ``data_dir`` (``train/``, ``val/``, ``test/`` folders of class folders, or one folder of class
-    folders split by ``val_split``/``test_split``). Input size, mean, std, interpolation and crop default to the
-    model's pretrained config when the data module is used with a Trainer and an :class:`~lightning_cv.ImageClassifier`.
+    else is given; ``"shapes_multilabel"`` for its multi-label twin), ``dataset="cifar10"`` or any
+    ``torchvision.datasets`` name, ``train_file`` (CSV/text lists of ``path,label``, or of several labels per image),
+    or ``data_dir`` (``train/``, ``val/``, ``test/`` folders of class folders, or one folder of class folders split by
+    ``val_split``/``test_split``). Input size, mean, std, interpolation and crop default to the model's pretrained
+    config when the data module is used with a Trainer and an :class:`~lightning_cv.ImageClassifier`.
+
+    Multi-label data (:attr:`task` ``"multilabel"``) comes from lists with a ``labels`` (or ``tags``) column of
+    labels separated by ``label_separator``, or multi-hot tables (one 0/1 column per class); see
+    :func:`~lightning_cv.data.sources.read_list_file`. Its batches carry multi-hot float32 targets ``(N, C)``, and the
+    model must be built for it (``task="multilabel"``). Random crops can cut a labelled object out of the image, so
+    a milder ``scale`` such as ``(0.5, 1.0)`` suits multi-label data better than the default.
 
     Args:
         data_dir: image folder, or the root of a torchvision dataset.
-        dataset: ``"shapes"``, a torchvision dataset name (``"cifar10"``, ``"mnist"``, ``"torchvision:SVHN"``...),
-            or ``None`` for files.
+        dataset: ``"shapes"``, ``"shapes_multilabel"``, a torchvision dataset name (``"cifar10"``, ``"mnist"``,
+            ``"torchvision:SVHN"``...), or ``None`` for files.
         train_file: CSV or text list of training images; ``val_file`` and ``test_file`` likewise.
+        label_separator: what separates the labels in a ``labels`` cell of a multi-label list (``"cat;dog"``).
         predict_dir: a folder of unlabelled images, one image file, or a list file of image paths, for
             ``Trainer.predict``.
         download: let a torchvision dataset download itself into ``data_dir``.
-        dataset_kwargs: passed to the torchvision class, or for ``"shapes"``: num_train, num_val, num_test, image_size.
+        dataset_kwargs: passed to the torchvision class, or for the shapes sets: num_train, num_val, num_test,
+            image_size.
         val_split: fraction of the training images held out (stratified, seeded) when no validation split exists;
-            defaults to 0.1 then.
+            defaults to 0.1 then. Multi-label images are stratified by their rarest label
+            (:func:`~lightning_cv.data.sources.multilabel_split`).
         test_split: fraction held out for testing when no test split exists.
         seed: seeds splits, the balanced sampler and batch mixing (offset by the process rank).
         batch_size: training batch size (``eval_batch_size`` defaults to twice it).
@@ -86,7 +97,9 @@ class ImageDataModule(LightningDataModule):
         random_erasing: RandomErasing probability.
         mixup_alpha, cutmix_alpha: enable MixUp / CutMix (both: one per batch, CutMix with ``switch_prob``).
         mix_prob: probability that a training batch is mixed.
-        balanced_sampler: draw training images with probability inversely proportional to their class size.
+        balanced_sampler: draw training images with probability inversely proportional to their class size. A
+            multi-label image is weighted by its rarest label (the largest inverse label frequency among its
+            labels), an image without labels by the inverse of the number of such images.
         image_check: ``"header"`` reads every file's header at setup, ``"decode"`` decodes every file (finds
             truncated files too), ``"none"`` trusts the files (fastest for very large sets).
         on_bad_file: ``"skip"`` drops unusable files and lists them in one warning, ``"error"`` refuses to start.
@@ -108,6 +121,7 @@ class ImageDataModule(LightningDataModule):
         train_file: str | None = None,
         val_file: str | None = None,
         test_file: str | None = None,
+        label_separator: str = ";",
         predict_dir: str | None = None,
         download: bool = False,
         dataset_kwargs: dict[str, Any] | None = None,
@@ -149,7 +163,9 @@ class ImageDataModule(LightningDataModule):
         self.save_hyperparameters()
         validate_arguments(self._hp)
         self._class_names: list[str] | None = None
-        self._records: dict[str, list[tuple[str, int]]] = {}
+        self._task = MULTICLASS
+        self._evidence = ""  # what made the task what it is, for messages
+        self._records: dict[str, list[IndexedRecord]] = {}
         self._tv: dict[str, Any] = {}
         self._tv_indices: dict[str, list[int]] = {}
         self.datasets: dict[str, Dataset] = {}
@@ -178,11 +194,18 @@ class ImageDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def task(self) -> str:
+        """``"multiclass"`` (one class per image) or ``"multilabel"`` (a set of labels per image, possibly empty)."""
+        self._discover()
+        return self._task
+
     def _discover(self) -> None:
         if self._class_names is not None:
             return
         found = discover(self._hp)
         self._class_names, self._records = found.class_names, found.records
+        self._task, self._evidence = found.task, found.evidence
         self._tv, self._tv_indices = found.torchvision, found.torchvision_indices
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -230,7 +253,10 @@ class ImageDataModule(LightningDataModule):
     def _check_model(self) -> None:
         model = self.trainer.lightning_module if self.trainer is not None else None
         hparams = getattr(model, "hparams", None)
-        if hparams is None or "num_classes" not in hparams:
+        if hparams is None or ("num_classes" not in hparams and "task" not in hparams):
+            return  # a module that states neither is not a classifier we can check
+        self._check_task(task_of(model))
+        if "num_classes" not in hparams:
             return
         if hparams["num_classes"] != self.num_classes:
             raise ValueError(
@@ -247,6 +273,20 @@ class ImageDataModule(LightningDataModule):
                 "another order or other names): label i would mean a different class. Create the model with "
                 "`class_names=datamodule.class_names`, or fix the data's class folders/labels."
             )
+
+    def _check_task(self, model_task: str) -> None:
+        if model_task == self.task:
+            return
+        if self.task == MULTILABEL:
+            raise ValueError(
+                f"The data is multi-label ({self._evidence}) but the model is {model_task}: create it with "
+                "`task='multilabel'` (command line: `--model.task multilabel`)."
+            )
+        raise ValueError(
+            f"The data is multiclass ({self._evidence}) but the model is {model_task}: create it with "
+            "`task='multiclass'` (command line: `--model.task multiclass`), or give the data several labels per "
+            "image (a list with a `labels` column, or a multi-hot table)."
+        )
 
     def setup(self, stage: str | None = None) -> None:
         self._discover()
@@ -299,24 +339,25 @@ class ImageDataModule(LightningDataModule):
             seed=hp.seed + rank,  # ranks draw different mixes
         )
         if "train" in self.datasets and stage in (None, "fit"):
-            rank_zero_info(f"Training images per class:\n{self.class_balance()}")
+            per = "label" if self.task == MULTILABEL else "class"
+            rank_zero_info(f"Training images per {per}:\n{self.class_balance()}")
 
     def _make_dataset(self, split: str, tf: Any, train_min: int, eval_min: int) -> Any:
         hp = self._hp
         source = data_source(self._hp)
-        if source == "shapes":
+        if source in ("shapes", "shapes_multilabel"):
             opts = {**SHAPES_DEFAULTS, **(hp.dataset_kwargs or {})}
-            return ShapesDataset(
-                opts[f"num_{split}"], image_size=opts["image_size"], seed=hp.seed, split=split, transform=tf
-            )
+            shapes = ShapesDataset if source == "shapes" else MultiLabelShapesDataset
+            return shapes(opts[f"num_{split}"], image_size=opts["image_size"], seed=hp.seed, split=split, transform=tf)
         if source == "torchvision":
             return TransformSubset(self._tv[split], self._tv_indices[split], tf) if split in self._tv else None
         if split in self._records:
             rows = self._records[split]
             return ImageFileDataset(
                 [p for p, _ in rows],
-                [y for _, y in rows],
+                [y for _, y in rows],  # all ints, or all tuples for a multi-label task
                 tf,
+                num_classes=self.num_classes if self.task == MULTILABEL else None,
                 min_size=train_min if split == "train" else eval_min,
                 max_pixels=hp.max_image_pixels,
             )
@@ -403,15 +444,52 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"No labelled {split} split; call `setup()` first, or add {split} data.")
         return [int(t) for t in targets]
 
-    def class_balance(self, split: str = "train") -> ClassBalance:
-        """Images per class of ``split`` and the imbalance ratio (largest / smallest class)."""
+    def _label_sets(self, split: str) -> list[tuple[int, ...]]:
+        """The label indices of each image of a multi-label ``split``."""
+        dataset = self.datasets.get(split)
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            raise ValueError(f"No labelled {split} split; call `setup()` first, or add {split} data.")
+        return [tuple(int(i) for i in t) for t in targets]
+
+    def class_balance(self, split: str = "train") -> ClassBalance | LabelBalance:
+        """Images per class of ``split`` and the imbalance ratio (largest / smallest class); for multi-label data a
+        :class:`~lightning_cv.data.checks.LabelBalance`: images per label, images without one, and the ratio of
+        the most to the least frequent label."""
+        if self.task == MULTILABEL:
+            return label_balance(self._label_sets(split), self.class_names)
         return class_balance(self._targets(split), self.class_names)
 
     def class_weights(self, split: str = "train") -> Tensor:
-        """Inverse-frequency class weights (mean 1), e.g. for ``torch.nn.CrossEntropyLoss(weight=...)``."""
+        """Inverse-frequency class weights (mean 1), e.g. for ``torch.nn.CrossEntropyLoss(weight=...)``.
+
+        Multiclass data only: multi-label losses weigh each label's positives against its negatives instead
+        (:meth:`label_counts` gives what ``BCEWithLogitsLoss(pos_weight=...)`` needs).
+        """
+        if self.task == MULTILABEL:
+            raise ValueError(
+                "`class_weights()` is for multiclass data (weights of CrossEntropyLoss), but this data is multi-label. "
+                "Weigh each label's positives with `label_counts()`: `positives, images = dm.label_counts()`, then "
+                "`BCEWithLogitsLoss(pos_weight=(images - positives) / positives.clamp_min(1))`."
+            )
         counts = torch.tensor(list(self.class_balance(split).counts.values()), dtype=torch.float32).clamp_min(1)
         weights = counts.sum() / counts
         return weights / weights.mean()
+
+    def label_counts(self, split: str = "train") -> tuple[Tensor, int]:
+        """``(positives, images)``: float32 ``(C,)`` images carrying each label (multiclass: images of each class),
+        and the number of images of ``split``.
+
+        For ``BCEWithLogitsLoss(pos_weight=(images - positives) / positives.clamp_min(1))``, which weighs a rare
+        label's few positives as much as its many negatives.
+        """
+        if self.task == MULTILABEL:
+            sets = self._label_sets(split)
+            _, labels = _flatten(sets)
+            return torch.bincount(labels, minlength=self.num_classes).to(torch.float32), len(sets)
+        targets = self._targets(split)
+        counts = torch.bincount(torch.tensor(targets, dtype=torch.long), minlength=self.num_classes)
+        return counts.to(torch.float32), len(targets)
 
     # ------------------------------------------------------------------ loaders
     def _num_workers(self) -> int:
@@ -430,10 +508,23 @@ class ImageDataModule(LightningDataModule):
         return min(8, max(1, per_process - 1))
 
     def _balanced_weights(self, split: str) -> Tensor:
+        if self.task == MULTILABEL:
+            return self._balanced_multilabel_weights(split)
         # inverse class frequency: every class is drawn equally often on average
         targets = torch.tensor(self._targets(split))
         counts = torch.bincount(targets, minlength=self.num_classes).clamp_min(1)
         return (1.0 / counts.double())[targets]
+
+    def _balanced_multilabel_weights(self, split: str) -> Tensor:
+        # an image is as rare as its rarest label: weighted by the largest inverse frequency among its labels, so
+        # rare labels are drawn far more often (exact balance is out of reach: labels share images); images without
+        # labels count as one more group
+        sets = self._label_sets(split)
+        images, labels = _flatten(sets)
+        inverse = 1.0 / torch.bincount(labels, minlength=self.num_classes).clamp_min(1).double()
+        weights = torch.zeros(len(sets), dtype=torch.double).scatter_reduce_(0, images, inverse[labels], "amax")
+        none = torch.tensor([not s for s in sets])
+        return torch.where(none, 1.0 / none.sum().clamp_min(1).double(), weights)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
@@ -503,8 +594,8 @@ class ImageDataModule(LightningDataModule):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:  # e.g. the model summary's example input
             return batch
         images, labels = batch[0], batch[1]
-        if not isinstance(labels, Tensor) or labels.ndim != 1:  # already soft targets
-            return batch
+        if not isinstance(labels, Tensor) or labels.ndim != (2 if self.task == MULTILABEL else 1):
+            return batch  # already soft targets (multiclass), or nothing we know how to mix
         loader = self._train_loader
         if loader is not None:
             # each batch's mix is drawn from (seed, rank, epoch, batch): the same after a resume, and different
@@ -523,3 +614,11 @@ class ImageDataModule(LightningDataModule):
         # kept for the next training loader, which Lightning creates after this (also for a second `fit` with
         # this data module); a loader from an earlier run must not take it
         self._train_loader_state = state_dict.get("train_loader")
+
+
+def _flatten(label_sets: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    """``(image index, label index)`` of every label of every image: multi-label counts without (N, C) rows, which
+    would take 4 GB for a million images of a thousand classes."""
+    images = [i for i, labels in enumerate(label_sets) for _ in labels]
+    labels = [label for labels in label_sets for label in labels]
+    return torch.tensor(images, dtype=torch.long), torch.tensor(labels, dtype=torch.long)

@@ -7,7 +7,9 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError, load_image
@@ -20,10 +22,24 @@ __all__ = [
     "collate_readable",
     "collate_skipping_bad",
     "load_torchvision_dataset",
+    "multi_hot",
     "resolve_torchvision_name",
 ]
 
 Transform = Callable[[Image.Image], Any]
+
+
+def multi_hot(label_sets: Sequence[Sequence[int]], num_classes: int) -> Tensor:
+    """Float32 ``(N, num_classes)`` rows with 1 at each image's label indices: the multi-label target format.
+
+    Example:
+        >>> multi_hot([(0, 2), ()], 3).tolist()
+        [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    rows = torch.zeros(len(label_sets), num_classes, dtype=torch.float32)
+    for row, labels in zip(rows, label_sets, strict=True):
+        row[list(labels)] = 1.0
+    return rows
 
 
 class ImageFileDataset(Dataset):
@@ -32,21 +48,33 @@ class ImageFileDataset(Dataset):
     A file that fails to decode yields ``None`` instead of another file's image and label (timm's dataset answers a
     bad file with the *next* one, drifting labels); :func:`collate_skipping_bad` drops it from the batch. Unlabelled
     items are ``(image, index)`` so a prediction can be traced back to ``paths[index]``.
+
+    Multi-label data gives each path a tuple of label indices (empty for an image without labels) and
+    ``num_classes``; its items then carry multi-hot float32 targets ``(num_classes,)``. ``targets`` keeps the tuples
+    (a few bytes per image, where multi-hot rows for a million images and a thousand classes would take 4 GB).
     """
 
     def __init__(
         self,
         paths: Sequence[str],
-        labels: Sequence[int] | None,
+        labels: Sequence[int | Sequence[int]] | None,
         transform: Transform | None = None,
         *,
+        num_classes: int | None = None,
         min_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"Expected one label per path, got {len(labels)} labels for {len(paths)} paths.")
         self.paths = list(paths)
-        self.targets = list(labels) if labels is not None else None
+        self.targets: list[Any] | None = None
+        #: whether the labels are sets of label indices (multi-label) rather than one class index per image
+        self.multilabel = labels is not None and any(isinstance(y, (tuple, list)) for y in labels)
+        self.num_classes = num_classes
+        if labels is not None and self.multilabel:
+            self.targets = _label_sets(labels, num_classes)
+        elif labels is not None:
+            self.targets = list(labels)
         self.transform = transform
         self.min_size = min_size
         self.max_pixels = max_pixels
@@ -54,14 +82,37 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+    def __getitem__(self, index: int) -> tuple[Any, int | Tensor] | None:
         try:
             image = load_image(self.paths[index], max_pixels=self.max_pixels, min_size=self.min_size)
         except BadImageError as err:
             warnings.warn(f"Skipping an image that cannot be used: {err}", stacklevel=2)
             return None
         sample = self.transform(image) if self.transform is not None else image
-        return sample, (self.targets[index] if self.targets is not None else index)
+        if self.targets is None:
+            return sample, index
+        if self.multilabel:
+            assert self.num_classes is not None
+            return sample, multi_hot([self.targets[index]], self.num_classes)[0]
+        return sample, self.targets[index]
+
+
+def _label_sets(labels: Sequence[Any], num_classes: int | None) -> list[tuple[int, ...]]:
+    if num_classes is None:
+        raise ValueError(
+            "Expected `num_classes` with multi-label `labels` (tuples of label indices): the multi-hot targets "
+            "need their length. Pass `num_classes=len(class_names)`."
+        )
+    if not all(isinstance(y, (tuple, list)) for y in labels):
+        raise ValueError(
+            "Expected every label to be a tuple of label indices (multi-label) or every one an int (one class per "
+            "image), but got a mix. Write `(k,)` for an image with the single label k."
+        )
+    sets = [tuple(int(i) for i in y) for y in labels]
+    out_of_range = sorted({i for y in sets for i in y if not 0 <= i < num_classes})
+    if out_of_range:
+        raise ValueError(f"Expected label indices in [0, {num_classes}), but got {out_of_range}.")
+    return sets
 
 
 class TransformSubset(Dataset):

@@ -1,49 +1,73 @@
 """Which images there are and what their labels mean: the class names and the records of each split.
 
 Read from class folders (``train/``, ``val/``, ``test/`` or one folder split by ``val_split``/``test_split``), CSV or
-text lists, a torchvision dataset or the embedded shapes set. :func:`discover` is what
-:class:`~lightning_cv.ImageDataModule` runs once, on first use of its class names.
+text lists (one label or a set of labels per image), a torchvision dataset or the embedded shapes sets.
+:func:`discover` is what :class:`~lightning_cv.ImageDataModule` runs once, on first use of its class names.
+
+Multi-label lists (a ``labels`` column or a multi-hot table, see :func:`~lightning_cv.data.sources.read_list_file`)
+make a ``"multilabel"`` task: the classes are the labels the training list uses (sorted like folder classes) or a
+multi-hot table's columns in the training table's order, and every record holds the indices of its image's labels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lightning_cv.data.batch import MULTICLASS, MULTILABEL
 from lightning_cv.data.datasets import load_torchvision_dataset, resolve_torchvision_name
 from lightning_cv.data.links import SkippedPath, skipped_report
 from lightning_cv.data.shapes import SHAPE_CLASSES
 from lightning_cv.data.sources import (
+    LabelledList,
     Record,
     class_names_of,
     find_split_dirs,
-    read_list_file,
+    multilabel_split,
+    read_labelled_list,
     scan_class_folders,
     stratified_split,
 )
 
-__all__ = ["Discovered", "data_source", "discover"]
+__all__ = ["Discovered", "IndexedRecord", "data_source", "discover"]
+
+#: (file path, label index) for one class per image, (file path, label indices) for a set of labels per image
+IndexedRecord = tuple[str, int | tuple[int, ...]]
+LabelSetRecord = tuple[str, tuple[int, ...]]
+R = TypeVar("R")
 
 
 @dataclass
 class Discovered:
-    """The classes, in label order, and the images of each split: ``(path, label index)`` records for files, or the
-    torchvision datasets and the indices each split takes from them."""
+    """The classes, in label order, and the images of each split: ``(path, label index)`` records for files
+    (``(path, label indices)`` for a multi-label task), or the torchvision datasets and the indices each split takes
+    from them.
+
+    ``task`` is ``"multiclass"`` or ``"multilabel"``; ``evidence`` says what made it so, for messages ("'train.csv'
+    has a `labels` column").
+    """
 
     class_names: list[str]
-    records: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    records: dict[str, list[IndexedRecord]] = field(default_factory=dict)
     torchvision: dict[str, Any] = field(default_factory=dict)
     torchvision_indices: dict[str, list[int]] = field(default_factory=dict)
+    task: str = MULTICLASS
+    evidence: str = ""
 
 
 def discover(hp: Any) -> Discovered:
     """The classes and split records that the data module's arguments ``hp`` describe."""
     source = data_source(hp)
     if source == "shapes":
-        return Discovered(list(SHAPE_CLASSES))
+        return Discovered(list(SHAPE_CLASSES), evidence="dataset 'shapes' has one shape per image")
+    if source == "shapes_multilabel":
+        return Discovered(
+            list(SHAPE_CLASSES), task=MULTILABEL, evidence="dataset 'shapes_multilabel' has up to 3 shapes per image"
+        )
     if source == "torchvision":
         return _torchvision(hp)
     if source == "list":
@@ -52,13 +76,15 @@ def discover(hp: Any) -> Discovered:
 
 
 def data_source(hp: Any) -> str:
-    """Where the images come from: ``"shapes"``, ``"torchvision"``, ``"list"`` (CSV/text lists) or ``"folders"``."""
+    """Where the images come from: ``"shapes"``, ``"shapes_multilabel"``, ``"torchvision"``, ``"list"`` (CSV/text
+    lists) or ``"folders"``."""
     if hp.dataset is not None:
-        if hp.dataset.lower() == "shapes":
-            return "shapes"
+        if hp.dataset.lower() in ("shapes", "shapes_multilabel"):
+            return str(hp.dataset.lower())
         if resolve_torchvision_name(hp.dataset) is None:
             raise ValueError(
-                f"Unknown dataset {hp.dataset!r}. Use 'shapes' (embedded, offline), a torchvision dataset such as "
+                f"Unknown dataset {hp.dataset!r}. Use 'shapes' (embedded, offline; 'shapes_multilabel' for several "
+                "shapes per image), a torchvision dataset such as "
                 "'cifar10', 'cifar100', 'mnist', 'fashion_mnist' or 'torchvision:<ClassName>', or leave `dataset` "
                 "unset and pass `data_dir` (image folders) or `train_file` (a CSV list)."
             )
@@ -81,7 +107,7 @@ def _split_sizes(hp: Any, has_val: bool, has_test: bool) -> list[float]:
     return [val, 0.0 if has_test else hp.test_split]
 
 
-def _indexed(records: dict[str, list[Record]], classes: list[str]) -> Discovered:
+def _indexed(records: dict[str, list[Record]], classes: list[str], evidence: str = "") -> Discovered:
     index = {name: i for i, name in enumerate(classes)}
     for split, rows in records.items():
         unknown = sorted({label for _, label in rows} - set(index))
@@ -90,16 +116,27 @@ def _indexed(records: dict[str, list[Record]], classes: list[str]) -> Discovered
                 f"The {split} split has classes the training split lacks: {unknown}. Train and {split} must "
                 "have the same classes; add training images for them or remove them."
             )
-    return Discovered(classes, {split: [(p, index[label]) for p, label in rows] for split, rows in records.items()})
+    indexed: dict[str, list[IndexedRecord]] = {
+        s: [(p, index[label]) for p, label in rows] for s, rows in records.items()
+    }
+    return Discovered(classes, indexed, evidence=evidence)
 
 
 def _split_train(hp: Any, records: dict[str, list[Record]], classes: list[str]) -> dict[str, list[Record]]:
+    index = {name: i for i, name in enumerate(classes)}
+    return _hold_out(hp, records, lambda rows, parts: stratified_split([index[y] for _, y in rows], parts, hp.seed))
+
+
+def _hold_out(
+    hp: Any, records: dict[str, list[R]], split: Callable[[list[R], Sequence[float]], list[list[int]]]
+) -> dict[str, list[R]]:
+    """``records`` with the val and test images that ``val_split`` and ``test_split`` ask for taken from training;
+    ``split`` gives the indices of each part (val, test, train) for the fractions."""
     val, test = _split_sizes(hp, "val" in records, "test" in records)
     if not val and not test:
         return records
     train = records["train"]
-    index = {name: i for i, name in enumerate(classes)}
-    parts = stratified_split([index[label] for _, label in train], [val, test], hp.seed)
+    parts = split(train, [val, test])
     out = dict(records)
     out["train"] = [train[i] for i in parts[2]]
     if val:
@@ -135,18 +172,83 @@ def _folders(hp: Any) -> Discovered:
             records[split] = rows
     if skipped:
         rank_zero_warn(skipped_report(skipped))
-    return _indexed(_split_train(hp, records, classes), classes)
-
+    return _indexed(_split_train(hp, records, classes), classes, "the images are in class folders")
 
 
 def _lists(hp: Any) -> Discovered:
-    records = {"train": read_list_file(hp.train_file, hp.data_dir, follow_links=hp.follow_links)}
+    def read(file: str) -> LabelledList:
+        return read_labelled_list(file, hp.data_dir, follow_links=hp.follow_links, label_separator=hp.label_separator)
+
+    lists = {"train": read(hp.train_file)}
     for split, file in (("val", hp.val_file), ("test", hp.test_file)):
         if file is not None:
-            records[split] = read_list_file(file, hp.data_dir, follow_links=hp.follow_links)
+            lists[split] = read(file)
+    train = lists["train"]
+    for split, other in lists.items():
+        if other.multilabel != train.multilabel:
+            raise ValueError(
+                f"{train.describe()} but {other.describe()}: the training and {split} lists must label images the "
+                f"same way (one label per image, or a set of labels per image). Rewrite '{other.file}' in the "
+                f"format of '{train.file}'."
+            )
+    if train.multilabel:
+        return _multilabel_lists(hp, lists)
+    records = {split: [(p, labels[0]) for p, labels in listed.records] for split, listed in lists.items()}
     classes = class_names_of([label for _, label in records["train"]])
-    return _indexed(_split_train(hp, records, classes), classes)
+    return _indexed(_split_train(hp, records, classes), classes, train.describe())
 
+
+def _multilabel_lists(hp: Any, lists: dict[str, LabelledList]) -> Discovered:
+    train = lists["train"]
+    used = {label for _, labels in train.records for label in labels}
+    if not used:
+        raise ValueError(
+            f"No image in '{train.file}' has a label ({len(train.records)} rows, every one empty or all 0). Label "
+            "the training images: a multi-label model learns nothing from images without labels alone."
+        )
+    classes = list(train.classes) if train.classes else class_names_of(sorted(used))
+    for split, listed in lists.items():
+        if split != "train":
+            _check_same_classes(listed, train, classes)
+    index = {name: i for i, name in enumerate(classes)}
+    records = {
+        split: [(p, tuple(sorted(index[label] for label in labels))) for p, labels in listed.records]
+        for split, listed in lists.items()
+    }
+    records = _hold_out(hp, records, lambda rows, parts: multilabel_split([y for _, y in rows], parts, hp.seed))
+    _check_positives(records["train"], classes, train)
+    indexed: dict[str, list[IndexedRecord]] = {split: list(rows) for split, rows in records.items()}
+    return Discovered(classes, indexed, task=MULTILABEL, evidence=train.describe())
+
+
+def _check_same_classes(listed: LabelledList, train: LabelledList, classes: list[str]) -> None:
+    if listed.classes:
+        extra = [c for c in listed.classes if c not in classes]
+        missing = [c for c in classes if c not in listed.classes]
+        if extra or missing:
+            raise ValueError(
+                f"The class columns of '{listed.file}' differ from the training classes ({train.describe()}): "
+                f"column(s) not in training: {extra}, training class(es) without a column: {missing}. Give every "
+                "multi-hot table the same class columns (their order may differ)."
+            )
+        return
+    unknown = sorted({label for _, labels in listed.records for label in labels} - set(classes))
+    if unknown:
+        raise ValueError(
+            f"'{listed.file}' has label(s) that no training image has in '{train.file}': {unknown}. Every label must "
+            "occur in training: add training images with them, or remove them from the list."
+        )
+
+
+def _check_positives(rows: list[LabelSetRecord], classes: list[str], train: LabelledList) -> None:
+    seen = {label for _, labels in rows for label in labels}
+    empty = [name for i, name in enumerate(classes) if i not in seen]
+    if empty:
+        raise ValueError(
+            f"Class(es) {empty} have no image in the training split ({train.describe()}). Add training images with "
+            "them, remove the column(s), or hold fewer images out (`val_split`, `test_split`): a class without a "
+            "training image trains a label the model can never see."
+        )
 
 
 def _torchvision(hp: Any) -> Discovered:
@@ -167,4 +269,5 @@ def _torchvision(hp: Any) -> Discovered:
     indices = {"train": parts[1], "val": parts[0], "test": list(range(len(test)))}
     if not val:
         del datasets["val"], indices["val"]
-    return Discovered(classes, torchvision=datasets, torchvision_indices=indices)
+    evidence = f"torchvision.datasets.{name} has one class per image"
+    return Discovered(classes, torchvision=datasets, torchvision_indices=indices, evidence=evidence)

@@ -121,7 +121,8 @@ class BatchMixer:
 
     The targets are ``lam * one_hot(y) + (1 - lam) * one_hot(y[reversed])`` and sum to one; label smoothing is the
     loss's job (:class:`~lightning_cv.ImageClassifier` applies its ``label_smoothing`` to them, as timm's
-    ``mixup_target`` would).
+    ``mixup_target`` would). Multi-label targets, multi-hot rows ``(N, num_classes)``, are mixed the same way:
+    ``lam * y + (1 - lam) * y[reversed]``, a weight in [0, 1] per label (the rows need not sum to one).
     """
 
     def __init__(
@@ -161,17 +162,36 @@ class BatchMixer:
         return mix, mix._sample(float(self._rng.beta(mix.alpha, mix.alpha)), height, width)
 
     def __call__(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``(mixed images, soft targets of shape (N, num_classes))``."""
+        """``(mixed images, soft targets of shape (N, num_classes))``.
+
+        Args:
+            images: ``(N, C, H, W)``.
+            labels: class indices ``(N,)``, or multi-hot float rows ``(N, num_classes)`` for multi-label data.
+        """
         _check_images(images)
-        if labels.ndim != 1:
-            raise ValueError(f"Expected class indices of shape (N,), but got {tuple(labels.shape)}.")
-        one_hot = F.one_hot(labels.long(), self.num_classes).to(torch.float32)
+        rows = self._target_rows(labels, len(images))
         draw = self.sample(images.shape[-2], images.shape[-1])
         if draw is None:
-            return images, one_hot
+            return images, rows
         mix, params = draw
-        targets = one_hot.mul(params.lam).add_(one_hot.flip(0), alpha=1.0 - params.lam)
+        targets = rows.mul(params.lam).add_(rows.flip(0), alpha=1.0 - params.lam)
         return mix.apply(images, params), targets
+
+    def _target_rows(self, labels: Tensor, num_images: int) -> Tensor:
+        if labels.ndim not in (1, 2) or labels.shape[0] != num_images:
+            raise ValueError(
+                f"Expected class indices of shape ({num_images},) or multi-hot targets of shape ({num_images}, "
+                f"{self.num_classes}) for {num_images} images, but got {tuple(labels.shape)}."
+            )
+        if labels.ndim == 1:
+            return F.one_hot(labels.long(), self.num_classes).to(torch.float32)
+        if labels.shape[1] != self.num_classes:
+            raise ValueError(
+                f"Expected multi-hot targets of shape (N, {self.num_classes}), but got {tuple(labels.shape)}: "
+                f"{labels.shape[1]} labels for a mixer of {self.num_classes} classes. Create the mixer with "
+                "`num_classes` equal to the number of labels."
+            )
+        return labels.to(torch.float32)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self._rng.bit_generator.state}
