@@ -166,7 +166,7 @@ def asymmetric_loss(
     gamma_pos: float = ASL_DEFAULTS["gamma_pos"],
     clip: float = ASL_DEFAULTS["clip"],
 ) -> Tensor:
-    """The asymmetric loss (Ridnik et al., ICCV 2021), averaged over images and labels like :func:`binary_cross_entropy`.
+    """The asymmetric loss (Ridnik et al., ICCV 2021), averaged like :func:`binary_cross_entropy`.
 
     Computed by timm's ``AsymmetricLossMultiLabel``; its sum is divided by ``N * C`` here, so the loss has the scale
     of the mean binary cross entropy (with ``gamma_neg = gamma_pos = clip = 0`` the two are equal) and learning rates

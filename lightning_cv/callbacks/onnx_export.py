@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_cv.data.batch import try_split_batch
+from lightning_cv.data.batch import MULTILABEL, decision_thresholds, task_of, try_split_batch
 from lightning_cv.data.config import find_data_config
 from lightning_cv.deploy.onnx import DEFAULT_OPSET, ExportReport, export_onnx
 from lightning_cv.resume.keys import EMA_KEY
@@ -29,15 +29,19 @@ class ONNXExport(Callback):
     batch axis; it is run with onnxruntime on batches of 1 and 7 and compared with PyTorch (the max abs difference
     is reported, and above ``atol`` the export counts as failed). It carries metadata: class names
     (``hparams["class_names"]``), input size, mean and std (the data module's or the module's ``data_config``) and
-    whether softmax is included. Weights come from the best checkpoint of the Trainer's ModelCheckpoint when there
-    is one (its average when the :class:`EMA` callback wrote one), else from the module at the end of training
-    (which the EMA callback leaves holding the average). It runs on rank zero only, and a failed export is reported
-    as a warning that names the failing operator: it never takes the finished training or its checkpoints down.
+    whether softmax is included. A multi-label module (``hparams["task"] == "multilabel"``) gets a file that ends in
+    a sigmoid (output ``"scores"``), with ``task`` and its per-label ``thresholds`` (the ``thresholds`` buffer of the
+    exported weights, else 0.5 each) in the metadata. Weights come from the best checkpoint of the Trainer's
+    ModelCheckpoint when there is one (its average when the :class:`EMA` callback wrote one), else from the module
+    at the end of training (which the EMA callback leaves holding the average). It runs on rank zero only, and a
+    failed export is reported as a warning that names the failing operator: it never takes the finished training
+    or its checkpoints down.
 
     Args:
         dirpath: output folder; defaults to ``<run dir>/export``.
         filename: name of the ONNX file, without folders.
-        softmax: include the softmax, so the file outputs probabilities.
+        softmax: include the softmax, so the file outputs probabilities (multi-class modules only: a multi-label
+            module's file always ends in a sigmoid, and ``softmax=True`` with one stops ``fit`` at its start).
         opset: ONNX opset (17 runs on every current runtime).
         atol: largest absolute difference to PyTorch that the check accepts.
         every_best: export again each time the best checkpoint changes, not only at the end.
@@ -77,6 +81,11 @@ class ONNXExport(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # trainer.log_dir broadcasts across processes: ask on every rank here, never from rank zero alone (it hangs)
         self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        if self.softmax and task_of(pl_module) == MULTILABEL:  # now, not after hours of training
+            raise ValueError(
+                "ONNXExport(softmax=True) is for multi-class models, but this module is multi-label: its file always "
+                "ends in a sigmoid (one score per label). Drop `softmax=True`."
+            )
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -123,11 +132,14 @@ class ONNXExport(Callback):
                 module.load_state_dict(state)
             meta = self._metadata(trainer, pl_module, example)
             meta["weights"] = Path(best).name if best else "end of training"
+            task = task_of(module)
             self.report = export_onnx(
                 module,
                 self.path(trainer),
                 example,
                 softmax=self.softmax,
+                task=task,
+                thresholds=_thresholds(module) if task == MULTILABEL else None,
                 opset=self.opset,
                 metadata=meta,
                 atol=self.atol,
@@ -158,3 +170,13 @@ class ONNXExport(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:
             self.export(trainer, pl_module)
+
+
+def _thresholds(module: LightningModule) -> Tensor | None:
+    """The per-label thresholds of the weights being exported (the ``thresholds`` buffer belongs to the state dict
+    that was loaded), or ``None`` (0.5 each) when the module does not say how many labels it has."""
+    num_classes = getattr(module, "hparams", {}).get("num_classes")
+    buffer = getattr(module, "thresholds", None)
+    if not isinstance(num_classes, int) and isinstance(buffer, Tensor) and buffer.ndim == 1:
+        num_classes = len(buffer)
+    return decision_thresholds(module, num_classes) if isinstance(num_classes, int) else None

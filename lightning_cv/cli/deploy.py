@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
+from lightning_cv.data.batch import MULTICLASS, MULTILABEL, decision_thresholds, task_of
 from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig
 
 __all__ = ["DEPLOY_COMMANDS", "benchmark", "explain", "export", "run_deploy_command"]
@@ -33,6 +34,7 @@ def export(
     quantize: Literal["none", "static", "dynamic", "auto"] = "none",
     input_format: Literal["float", "uint8_nchw", "uint8_nhwc"] = "float",
     softmax: bool = False,
+    thresholds: float | list[float] | None = None,
     opset: int = 17,
     atol: float = 1e-4,
     calibration_images: int = 256,
@@ -43,20 +45,25 @@ def export(
 ) -> int:
     """Export a checkpoint to ONNX (fp32, or INT8 with --quantize), checked against PyTorch.
 
+    A multi-label checkpoint's file outputs sigmoid scores ("scores", one per label) and records ``task`` and the
+    per-label ``thresholds`` in its metadata; its check reports mAP and F1 instead of accuracy.
+
     Args:
         ckpt_path: checkpoint from `lightning-cv fit`, or best / last.
         output: the .onnx file to write.
         quantize: INT8: static (calibrated, CNNs), dynamic (Linear-heavy models), auto (chosen by where weights sit).
         input_format: uint8_*: raw RGB pixels in, normalisation baked into the graph.
-        softmax: output probabilities instead of logits.
+        softmax: output probabilities instead of logits (multi-class; multi-label files always output sigmoid scores).
+        thresholds: multi-label: decision thresholds for the metadata and the F1 check: one number for every label,
+            or a list of one per label (default: the checkpoint's tuned ones).
         opset: ONNX opset.
         atol: largest difference to PyTorch accepted.
         calibration_images: training images that calibrate static INT8.
         calibration_method: how activation ranges are calibrated.
-        eval_images: test images for the accuracy check (0: skip).
+        eval_images: test images for the accuracy (multi-label: mAP and F1) check (0: skip).
         data: overrides of the checkpoint's data settings (the --data.* options).
     """
-    from lightning_cv.deploy.evaluate import onnx_accuracy
+    from lightning_cv.deploy.evaluate import onnx_quality
     from lightning_cv.deploy.onnx import export_onnx, write_metadata
     from lightning_cv.deploy.quantize import quantize_onnx
 
@@ -66,23 +73,30 @@ def export(
     if target.is_dir():
         raise ValueError(f"`--output` '{target}' is a folder; pass a file name such as {target / 'model.onnx'}.")
     model, data_hp = _load(ckpt_path)
+    task, thresholds_used = _decision(model, thresholds, softmax=softmax)
     needs_data = quantize in ("static", "auto") or eval_images > 0
     datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=quantize == "static") if needs_data else None
     mean, std, example, meta = _export_inputs(model, datamodule, data_hp, ckpt_path)
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = target if quantize == "none" else Path(scratch) / "fp32.onnx"
         report = export_onnx(
-            model, fp32_path, example, softmax=softmax, input_format=input_format, mean=mean, std=std, opset=opset,
-            metadata=meta, atol=atol,
+            model, fp32_path, example, softmax=softmax, task=task, thresholds=thresholds_used,
+            input_format=input_format, mean=mean, std=std, opset=opset, metadata=meta, atol=atol,
         )  # fmt: skip
         diffs = ", ".join(f"batch {b}: {d:.1e}" for b, d in report.max_abs_diff.items())
         print(f"ONNX fp32 parity with PyTorch (max abs difference): {diffs}")
         found = _split_loader(datamodule, ("test", "val"), eval_images) if eval_images > 0 else None
         if found:
-            print(f"Accuracy on {len(found[1].dataset)} {found[0]} images:")
+            title = "Accuracy" if task == MULTICLASS else _QUALITY_TITLE[task]
+            print(f"{title} on {len(found[1].dataset)} {found[0]} images:")
+        loader = found[1] if found else ()
+
+        def measure(path: Path) -> dict[str, float]:
+            return onnx_quality(path, loader, input_format, mean, std, task, thresholds_used)
+
         if quantize == "none":
             if found:
-                print(f"  fp32: {onnx_accuracy(target, found[1], input_format, mean, std):.2%}")
+                print(_quality_line(measure(target)))
             print(f"Wrote {target} ({target.stat().st_size / 1e6:.1f} MB, input {input_format})")
             return 0
         calibration = None
@@ -101,9 +115,7 @@ def export(
             f"({result.compression:.1f}x smaller)"
         )
         if found:
-            fp32_acc = onnx_accuracy(fp32_path, found[1], input_format, mean, std)
-            int8_acc = onnx_accuracy(target, found[1], input_format, mean, std)
-            print(f"  fp32: {fp32_acc:.2%}   INT8: {int8_acc:.2%}   change: {100 * (int8_acc - fp32_acc):+.2f} points")
+            print(_quality_line(measure(fp32_path), measure(target)))
     write_metadata(target, {**report.metadata, "quantization": result.mode})
     print(f"Wrote {target}")
     return 0
@@ -121,10 +133,13 @@ def benchmark(
     device: Literal["cpu", "cuda", "auto"] = "cpu",
     eval_images: int = 1000,
     calibration_images: int = 256,
+    thresholds: float | list[float] | None = None,
     *,
     data: dict[str, Any] | None = None,
 ) -> int:
     """Latency, throughput, size and accuracy: PyTorch eager, torch.compile, ONNX Runtime fp32/INT8.
+
+    For a multi-label checkpoint, mAP and macro F1 (at the per-label thresholds) take the place of accuracy.
 
     Args:
         ckpt_path: checkpoint from `lightning-cv fit`, or best / last.
@@ -136,8 +151,10 @@ def benchmark(
         repeats: timed runs at batch 1.
         threads: CPU threads (default: all PyTorch uses).
         device: cpu, cuda or auto.
-        eval_images: test images for accuracy (0: none).
+        eval_images: test images for accuracy (multi-label: mAP and F1) (0: none).
         calibration_images: training images that calibrate static INT8.
+        thresholds: multi-label: decision thresholds for F1: one number for every label, or a list of one per
+            label (default: the checkpoint's tuned ones).
         data: overrides of the checkpoint's data settings (the --data.* options).
     """
     from lightning_cv.deploy.benchmark import BACKENDS, benchmark_backends, print_table, write_results
@@ -151,24 +168,25 @@ def benchmark(
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("`--device cuda` but no CUDA device is visible; use `--device cpu`.")
     model, data_hp = _load(ckpt_path)
+    task, thresholds_used = _decision(model, thresholds)
     datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=False)
     example = _example(model, datamodule, data_hp)
     found = _split_loader(datamodule, ("test", "val"), eval_images or None) if eval_images else None
     workdir = Path(output_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
+    metadata = _metadata(model, datamodule, data_hp, Path(ckpt_path).name)
     onnx_path, int8_path = _benchmark_exports(
-        model, datamodule, example, chosen, workdir, quantize, calibration_images, skipped, _metadata(
-            model, datamodule, data_hp, Path(ckpt_path).name
-        )
-    )
+        model, datamodule, example, chosen, workdir, quantize, calibration_images, skipped, metadata,
+        task, thresholds_used,
+    )  # fmt: skip
     results = benchmark_backends(
         model, example, onnx_path=onnx_path, int8_path=int8_path, eval_batches=found[1] if found else (),
         backends=chosen, batch_size=batch_size, warmup=warmup, repeats=repeats, threads=threads, device=device,
-        skipped=skipped,
+        skipped=skipped, task=task, thresholds=thresholds_used,
     )  # fmt: skip
     size = "x".join(str(s) for s in example.shape[2:])
-    split = f", accuracy on {len(found[1].dataset)} {found[0]} images" if found else ""
+    split = f", {_QUALITY_TITLE[task]} on {len(found[1].dataset)} {found[0]} images" if found else ""
     title = f"{model.hparams['backbone']} at {size} px on {device}{split}"
     print_table(results, title)
     paths = write_results(results, workdir, title)
@@ -187,12 +205,15 @@ def explain(
 ) -> int:
     """Grad-CAM overlays (and ViT attention rollout) for a folder of images, plus a contact sheet.
 
+    A multi-label checkpoint gets one overlay per predicted label (``<stem>_gradcam_<label index>.png``), and the
+    summary lists each image's predicted labels with their scores.
+
     Args:
         ckpt_path: checkpoint from `lightning-cv fit`, or best / last.
         images: a folder of images (searched recursively) or one file.
         output: folder for the PNG overlays.
         alpha: heatmap opacity.
-        target_class: explain this class, not the predicted one.
+        target_class: explain this class (multi-label: this label) for every image, not the predicted one(s).
         max_images: explain at most this many images.
         rollout: ViTs: also write attention rollout maps (`--no_rollout` skips them).
     """
@@ -310,6 +331,12 @@ def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) 
             f"The data has {data.num_classes} classes, the checkpoint's model {model.hparams['num_classes']}. "
             "Point `--data.*` at the dataset the model was trained on."
         )
+    data_task, model_task = getattr(data, "task", MULTICLASS), task_of(model)
+    if data_task != model_task:
+        raise ValueError(
+            f"The data is {data_task}, the checkpoint's model {model_task}. "
+            "Point `--data.*` at the dataset the model was trained on."
+        )
     return data
 
 
@@ -320,7 +347,7 @@ def _datamodule_or_note(model: Any, data_hp: dict[str, Any], overrides: dict[str
     except (ValueError, OSError) as err:  # no source recorded, or the recorded one is not on this machine
         if needed:
             raise ValueError(f"Static quantization needs calibration images. {err}") from err
-        print(f"Note: no accuracy check ({err})")
+        print(f"Note: no {_QUALITY_TITLE[task_of(model)]} check ({err})")
         return None
 
 
@@ -333,6 +360,52 @@ def _split_loader(data: Any, splits: tuple[str, ...], num_images: int | None) ->
         except ValueError:
             continue
     return None
+
+
+#: what the quality check of each task measures, as printed
+_QUALITY_TITLE = {MULTICLASS: "accuracy", MULTILABEL: "mAP and F1"}
+
+
+def _decision(
+    model: Any, thresholds: float | list[float] | None, softmax: bool = False
+) -> tuple[str, list[float] | None]:
+    """The model's task and, for multi-label, its decision thresholds: ``--thresholds`` when given, else the
+    checkpoint's (its tuned ``thresholds`` buffer, else 0.5 each). Refuses options that do not fit the task."""
+    from lightning_cv.deploy.evaluate import label_thresholds
+
+    task = task_of(model)
+    if task != MULTILABEL:
+        if thresholds is not None:
+            raise ValueError(
+                "`--thresholds` is for multi-label models, but this checkpoint's model is multi-class (it predicts "
+                "the class with the highest score). Leave `--thresholds` out."
+            )
+        return task, None
+    if softmax:
+        raise ValueError(
+            "`--softmax` is for multi-class models, but this checkpoint's model is multi-label: its file always "
+            "outputs sigmoid scores (one per label). Leave `--softmax` out."
+        )
+    num_classes = int(model.hparams["num_classes"])
+    given = decision_thresholds(model, num_classes) if thresholds is None else thresholds
+    return task, label_thresholds(given, num_classes)
+
+
+def _quality_line(fp32: dict[str, float], int8: dict[str, float] | None = None) -> str:
+    """``  fp32: 91.00%`` (multi-class) or ``  fp32: mAP 83.10%, F1 70.00%``, with INT8 and the change when given."""
+    from lightning_cv.deploy.evaluate import format_quality
+
+    if "accuracy" in fp32:  # the multi-class line as it always was
+        line = f"  fp32: {fp32['accuracy']:.2%}"
+        if int8 is None:
+            return line
+        change = 100 * (int8["accuracy"] - fp32["accuracy"])
+        return f"{line}   INT8: {int8['accuracy']:.2%}   change: {change:+.2f} points"
+    if int8 is None:
+        return f"  fp32: {format_quality(fp32)}"
+    keys = ("map", "f1")
+    changes = ", ".join(f"{name} {100 * (int8[k] - fp32[k]):+.2f}" for k, name in zip(keys, ("mAP", "F1"), strict=True))
+    return f"  fp32: {format_quality(fp32, keys)}   INT8: {format_quality(int8, keys)}   change: {changes} points"
 
 
 def _trained_data_config(model: Any, data_hp: dict[str, Any]) -> DataConfig:
@@ -378,6 +451,8 @@ def _benchmark_exports(
     calibration_images: int,
     skipped: dict[str, str],
     metadata: dict[str, Any],
+    task: str,
+    thresholds: list[float] | None,
 ) -> tuple[Path | None, Path | None]:
     """The fp32 and INT8 ONNX files the chosen backends run (``None`` where not needed); may drop ``onnx_int8``."""
     from lightning_cv.deploy.onnx import export_onnx
@@ -386,7 +461,7 @@ def _benchmark_exports(
     onnx_path = int8_path = None
     if {"onnx", "onnx_int8"} & set(backends):
         onnx_path = workdir / "model.onnx"
-        export_onnx(model, onnx_path, example, metadata=metadata)
+        export_onnx(model, onnx_path, example, metadata=metadata, task=task, thresholds=thresholds)
     if "onnx_int8" not in backends or onnx_path is None:
         return onnx_path, None
     cal = _split_loader(data, ("train", "val"), calibration_images)

@@ -100,8 +100,8 @@ class LightningCVCLI(LightningCLI):
             "--early_stopping_patience",
             type=int | None,
             default=None,
-            help="Stop when the checkpoint's metric (val_acc, or val_map for multi-label) has not improved for this many "
-            "validation rounds (default: off).",
+            help="Stop when the checkpoint's metric (val_acc, or val_map for multi-label) has not improved for this "
+            "many validation rounds (default: off).",
         )
         parser.add_argument(
             "--gallery_images",

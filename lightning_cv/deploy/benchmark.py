@@ -2,7 +2,9 @@
 
 Backends: PyTorch eager, ``torch.compile``, ONNX Runtime fp32 and ONNX Runtime INT8. Each gets warm-up runs, then
 ``repeats`` timed runs at batch 1 (latency p50/p90) and at a larger batch (throughput), with the thread count
-stated. Accuracy is measured on the same images for every backend, so the cost of INT8 shows next to its speed.
+stated. Quality is measured on the same images for every backend, so the cost of INT8 shows next to its speed:
+accuracy for a multi-class model, mAP and macro F1 (at the model's per-label thresholds) for a multi-label one
+(:func:`lightning_cv.deploy.evaluate.quality`, the definition the export command uses too).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from lightning_cv.data.batch import MULTICLASS, check_task
+from lightning_cv.deploy.evaluate import quality
+from lightning_cv.deploy.onnx import with_scores
 
 __all__ = ["BACKENDS", "BenchmarkResult", "benchmark_backends", "format_markdown", "print_table", "write_results"]
 
@@ -47,6 +53,10 @@ class BenchmarkResult:
     throughput_img_s: float | None = None
     size_mb: float | None = None
     accuracy: float | None = None
+    #: multi-label: mAP (macro average precision) and macro F1 at the model's thresholds
+    mean_ap: float | None = None
+    f1: float | None = None
+    #: how many images the quality figures (accuracy, or mean_ap and f1) were measured on
     accuracy_images: int = 0
     speedup: float | None = None  # eager p50 latency / this p50 latency
     notes: str = ""
@@ -138,15 +148,14 @@ def _ort_runner(name: str, path: str | os.PathLike[str], threads: int, device: t
     return _Runner(name, run, Path(path).stat().st_size, notes)
 
 
-def _accuracy(runner: _Runner, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float | None, int]:
+def _quality(
+    runner: _Runner, batches: Sequence[tuple[np.ndarray, np.ndarray]], task: str, thresholds: Any
+) -> tuple[dict[str, float], int]:
     if not batches:
-        return None, 0
-    right = total = 0
-    for images, labels in batches:
-        predicted = runner.run(images).argmax(axis=1)
-        right += int((predicted == labels).sum())
-        total += len(labels)
-    return right / total, total
+        return {}, 0
+    outputs = np.concatenate([runner.run(images) for images, _ in batches])
+    targets = np.concatenate([labels for _, labels in batches])
+    return quality(outputs, targets, task, thresholds), len(targets)
 
 
 def benchmark_backends(
@@ -164,6 +173,8 @@ def benchmark_backends(
     device: str | torch.device = "cpu",
     skipped: dict[str, str] | None = None,
     log: Callable[[str], None] = print,
+    task: str = MULTICLASS,
+    thresholds: float | Sequence[float] | Tensor | None = None,
 ) -> list[BenchmarkResult]:
     """Measure each backend on the same inputs; a backend that fails gets a row that says why.
 
@@ -171,13 +182,18 @@ def benchmark_backends(
         model: the PyTorch model (float input), e.g. an ImageClassifier loaded from its checkpoint.
         example: one input image batch ``(1, C, H, W)`` in the model's input format (size and normalisation).
         onnx_path, int8_path: the fp32 and INT8 ONNX files (rows are skipped without them).
-        eval_batches: ``(images, labels)`` batches for accuracy (the test split), the same for every backend.
+        eval_batches: ``(images, targets)`` batches for the quality figures (the test split), the same for every
+            backend: class indices (multi-class), or multi-hot rows ``(N, C)`` (multi-label).
         batch_size: the batch of the throughput measurement.
         warmup, repeats: untimed and timed runs per measurement.
         threads: CPU threads for PyTorch and onnxruntime alike (default: PyTorch's current setting).
         device: ``"cpu"`` or ``"cuda"`` (eager and compile then use bf16 autocast and channels_last).
         skipped: backends left out on purpose, with the reason (shown in the table).
+        task: ``"multiclass"`` (accuracy) or ``"multilabel"`` (``mean_ap`` and ``f1``). For multi-label, PyTorch
+            runs with the sigmoid the ONNX files end in, so every backend computes the same scores.
+        thresholds: multi-label: the per-label decision thresholds F1 is measured at (``None``: 0.5 each).
     """
+    check_task(task)
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         raise ValueError(f"Unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}.")
@@ -199,6 +215,11 @@ def benchmark_backends(
     for item in eval_batches:
         images, labels = item[0], item[1]
         labelled.append((images.detach().cpu().float().numpy(), labels.detach().cpu().numpy()))
+
+    def judge(runner: _Runner) -> tuple[dict[str, float], int]:
+        return _quality(runner, labelled, task, thresholds)
+
+    scored = with_scores(model, task)
     results: list[BenchmarkResult] = []
     try:
         for name in BACKENDS:
@@ -208,7 +229,7 @@ def benchmark_backends(
                 continue
             results.append(
                 _measure(
-                    name, model, dev, single, batch, labelled, onnx_path, int8_path, threads, warmup, repeats, sync, log
+                    name, scored, dev, single, batch, judge, onnx_path, int8_path, threads, warmup, repeats, sync, log
                 )
             )
     finally:
@@ -226,7 +247,7 @@ def _measure(
     dev: torch.device,
     single: np.ndarray,
     batch: np.ndarray,
-    labelled: list[tuple[np.ndarray, np.ndarray]],
+    judge: Callable[[_Runner], tuple[dict[str, float], int]],
     onnx_path: str | os.PathLike[str] | None,
     int8_path: str | os.PathLike[str] | None,
     threads: int,
@@ -258,14 +279,26 @@ def _measure(
         result.latency_p90_ms = _percentile(latency, 90) * 1000
         result.throughput_img_s = len(batch) / statistics.median(through)
         result.size_mb = runner.size_bytes / 1e6
-        result.accuracy, result.accuracy_images = _accuracy(runner, labelled)
+        figures, result.accuracy_images = judge(runner)
+        result.accuracy, result.mean_ap, result.f1 = (figures.get(k) for k in ("accuracy", "map", "f1"))
         result.notes = runner.notes
     except Exception as err:  # one backend failing (no compiler for torch.compile, say) must not stop the rest
         result.status = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
     return result
 
 
-_COLUMNS = [
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+#: the quality fields, their column titles and cells; a table shows those some row has a value for
+_QUALITY: list[tuple[str, str, Callable[[BenchmarkResult], str]]] = [
+    ("accuracy", "Accuracy", lambda r: _percent(r.accuracy)),
+    ("mean_ap", "mAP", lambda r: _percent(r.mean_ap)),
+    ("f1", "F1 (macro)", lambda r: _percent(r.f1)),
+]
+
+_COLUMNS: list[tuple[str, Callable[[BenchmarkResult], str]]] = [
     ("Backend", lambda r: r.label),
     ("Latency p50 (ms, batch 1)", lambda r: _num(r.latency_p50_ms, 2)),
     ("p90 (ms)", lambda r: _num(r.latency_p90_ms, 2)),
@@ -275,7 +308,7 @@ _COLUMNS = [
     ),
     ("Speed-up vs eager", lambda r: f"{r.speedup:.2f}x" if r.speedup else "-"),
     ("Size (MB)", lambda r: _num(r.size_mb, 1)),
-    ("Accuracy", lambda r: f"{r.accuracy:.2%}" if r.accuracy is not None else "-"),
+    ("Quality", lambda r: ""),  # replaced by the quality columns the results have (see _columns)
     ("Threads", lambda r: str(r.threads) if r.threads else "-"),
     ("Status", lambda r: r.status + (f" ({r.notes})" if r.notes else "")),
 ]
@@ -285,13 +318,30 @@ def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _quality_fields(results: Sequence[BenchmarkResult]) -> list[str]:
+    """The quality fields some result has a value for; accuracy when none has (no evaluation data)."""
+    fields = [name for name, _, _ in _QUALITY if any(getattr(r, name) is not None for r in results)]
+    return fields or ["accuracy"]
+
+
+def _columns(results: Sequence[BenchmarkResult]) -> list[tuple[str, Callable[[BenchmarkResult], str]]]:
+    """The table's columns: accuracy for a multi-class model, mAP and F1 for a multi-label one."""
+    shown = _quality_fields(results)
+    quality = [(title, cell) for name, title, cell in _QUALITY if name in shown]
+    columns: list[tuple[str, Callable[[BenchmarkResult], str]]] = []
+    for column in _COLUMNS:
+        columns.extend(quality if column[0] == "Quality" else [column])
+    return columns
+
+
 def format_markdown(results: Sequence[BenchmarkResult], title: str = "") -> str:
     """The results as a Markdown table (with ``title`` as a heading line when given)."""
+    columns = _columns(results)
     lines = [f"{title}\n"] if title else []
-    lines.append("| " + " | ".join(name for name, _ in _COLUMNS) + " |")
-    lines.append("|" + "|".join(" --- " for _ in _COLUMNS) + "|")
+    lines.append("| " + " | ".join(name for name, _ in columns) + " |")
+    lines.append("|" + "|".join(" --- " for _ in columns) + "|")
     for r in results:
-        lines.append("| " + " | ".join(cell(r) for _, cell in _COLUMNS) + " |")
+        lines.append("| " + " | ".join(cell(r) for _, cell in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -303,22 +353,28 @@ def print_table(results: Sequence[BenchmarkResult], title: str = "") -> None:
     except ImportError:
         print(format_markdown(results, title))
         return
+    columns = _columns(results)
     table = Table(title=title or None)
-    for name, _ in _COLUMNS:
+    for name, _ in columns:
         table.add_column(name, justify="left" if name in ("Backend", "Status") else "right")
     for r in results:
-        table.add_row(*(cell(r) for _, cell in _COLUMNS))
+        table.add_row(*(cell(r) for _, cell in columns))
     Console(width=200).print(table)
 
 
 def write_results(
     results: Sequence[BenchmarkResult], output_dir: str | os.PathLike[str], title: str = ""
 ) -> dict[str, Path]:
-    """Write ``benchmark.csv`` (every field) and ``benchmark.md`` (the table) to ``output_dir``."""
+    """Write ``benchmark.csv`` and ``benchmark.md`` (the table) to ``output_dir``.
+
+    The CSV has every field but the quality fields no result has (``mean_ap`` and ``f1`` for a multi-class model,
+    ``accuracy`` for a multi-label one), so its columns say what was measured.
+    """
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / "benchmark.csv", "markdown": folder / "benchmark.md"}
-    rows = [asdict(r) for r in results]
+    unused = {name for name, _, _ in _QUALITY} - set(_quality_fields(results))
+    rows = [{k: v for k, v in asdict(r).items() if k not in unused} for r in results]
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["backend"])
         writer.writeheader()

@@ -1,6 +1,8 @@
 """Export a classifier to ONNX and check the file against PyTorch with onnxruntime.
 
 One implementation behind two doors: the :class:`~lightning_cv.callbacks.ONNXExport` callback and the command line.
+A multi-label model's file ends in a sigmoid (output ``"scores"``, one independent probability per label) and carries
+its per-label decision thresholds in the metadata, so a deployer needs nothing else to turn scores into label sets.
 Uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs no extra package (the dynamo exporter needs
 onnxscript), supports a dynamic batch axis for every timm family tested, and writes one self-contained file.
 """
@@ -20,6 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_cv.data.batch import MULTICLASS, MULTILABEL, check_task
+from lightning_cv.deploy.evaluate import label_thresholds
+
 __all__ = [
     "DEFAULT_OPSET",
     "INPUT_FORMATS",
@@ -27,6 +32,7 @@ __all__ = [
     "ExportReport",
     "check_onnx",
     "export_onnx",
+    "with_scores",
     "write_metadata",
 ]
 
@@ -51,6 +57,9 @@ class ExportReport:
     softmax: bool
     max_abs_diff: dict[int, float] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    task: str = MULTICLASS
+    #: multi-label: the per-label thresholds written into the metadata
+    thresholds: list[float] | None = None
 
 
 class _WithSoftmax(nn.Module):
@@ -60,6 +69,38 @@ class _WithSoftmax(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images).softmax(dim=-1)
+
+
+class _WithSigmoid(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images).sigmoid()
+
+
+def with_scores(model: nn.Module, task: str = MULTICLASS, softmax: bool = False) -> nn.Module:
+    """``model`` with the head an exported file has: a sigmoid for multi-label, a softmax if asked, else nothing.
+
+    The benchmark runs PyTorch through the same head, so every backend computes (and is timed on) the same thing.
+
+    Raises:
+        ValueError: ``softmax`` for a multi-label model (its labels are independent: sigmoid scores, always).
+    """
+    if check_task(task) == MULTILABEL:
+        if softmax:
+            raise ValueError(
+                "`softmax` is for multi-class models, but this one is multi-label: its file always ends in a sigmoid "
+                "(one independent score per label). Leave softmax off."
+            )
+        return _WithSigmoid(model)
+    return _WithSoftmax(model) if softmax else model
+
+
+def _num_outputs(model: nn.Module, example: Tensor) -> int:
+    with torch.no_grad():
+        return int(model(example).shape[-1])
 
 
 class _Preprocess(nn.Module):
@@ -110,6 +151,8 @@ def export_onnx(
     example_input: Tensor,
     *,
     softmax: bool = False,
+    task: str = MULTICLASS,
+    thresholds: float | Sequence[float] | Tensor | None = None,
     input_format: str = "float",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -124,7 +167,11 @@ def export_onnx(
     Args:
         model: maps ``(N, C, H, W)`` float images to ``(N, num_classes)`` logits; it is copied, not changed.
         example_input: one batch (any size) of the input the model expects, on any device.
-        softmax: put the softmax in the graph, so the file outputs probabilities.
+        softmax: put the softmax in the graph, so the file outputs probabilities (multi-class models only).
+        task: ``"multiclass"`` or ``"multilabel"``. A multi-label file ends in a sigmoid: its output ``"scores"``
+            holds one probability per label, and the metadata records ``task`` and ``thresholds``.
+        thresholds: multi-label: the per-label decision thresholds for the metadata (the model's tuned ones,
+            ``ImageClassifier.thresholds``); one number for all labels; ``None`` gives 0.5 each.
         input_format: ``"float"`` (normalised float images, as the model takes them), or ``"uint8_nchw"`` /
             ``"uint8_nhwc"``: raw RGB pixels, already resized to the model's input size, with the normalisation
             by ``mean`` and ``std`` (in [0, 1] units) baked into the graph.
@@ -132,18 +179,24 @@ def export_onnx(
         check: run the file with onnxruntime on ``check_batch_sizes`` and compare with PyTorch.
         atol: the largest absolute difference allowed by the check (1e-4 suits fp32).
 
+    Metadata keys written besides ``metadata``: ``output`` (the output's name: ``"logits"``, ``"probabilities"``
+    or ``"scores"``), ``softmax``, ``task``, ``opset``, ``input_format``, and for multi-label ``thresholds`` (a JSON
+    list, one per label: a label is predicted when its score reaches its threshold).
+
     Raises:
         ExportError: naming the operator that failed to export, or the difference the check found.
+        ValueError: a bad ``input_format``, ``task`` or ``thresholds``, or ``softmax`` for a multi-label model.
     """
 
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"Expected `input_format` to be one of {INPUT_FORMATS}, but got {input_format!r}.")
+    multilabel = check_task(task) == MULTILABEL
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    net = copy.deepcopy(model).float().cpu().eval()
-    if softmax:
-        net = _WithSoftmax(net)
+    net = with_scores(copy.deepcopy(model).float().cpu().eval(), task, softmax)
     example = example_input[:1].detach().float().cpu()
+    # validated before anything is written: a wrong length is a mistake in the caller's thresholds
+    used = label_thresholds(thresholds, _num_outputs(net, example)) if multilabel else None
+    target.parent.mkdir(parents=True, exist_ok=True)
     if input_format != "float":
         if mean is None or std is None or len(mean) != example.shape[1] or len(std) != example.shape[1]:
             raise ValueError(
@@ -155,7 +208,7 @@ def export_onnx(
         example = torch.randint(0, 256, example.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
         if channels_last:
             example = example.permute(0, 2, 3, 1).contiguous()
-    output_name = "probabilities" if softmax else "logits"
+    output_name = "scores" if multilabel else "probabilities" if softmax else "logits"
     try:
         # the TorchScript exporter is chosen on purpose (see the module docstring): its deprecation notice is noise
         with torch.no_grad(), warnings.catch_warnings():
@@ -178,11 +231,19 @@ def export_onnx(
             f"ONNX export failed{f' at {op}' if op else ''}: {type(err).__name__}: {str(err)[:500]}. "
             f"Try another `opset` (now {opset}), or a backbone whose layers ONNX supports."
         ) from err
-    meta = {"output": output_name, "softmax": str(softmax).lower(), "opset": str(opset), "input_format": input_format}
+    meta = {
+        "output": output_name,
+        "softmax": str(softmax).lower(),
+        "task": task,
+        "opset": str(opset),
+        "input_format": input_format,
+    }
+    if used is not None:
+        meta["thresholds"] = json.dumps(used)
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
     write_metadata(target, meta)
-    report = ExportReport(path=str(target), opset=opset, softmax=softmax, metadata=meta)
+    report = ExportReport(path=str(target), opset=opset, softmax=softmax, metadata=meta, task=task, thresholds=used)
     if check:
         report.max_abs_diff = check_onnx(net, target, example, batch_sizes=check_batch_sizes, atol=atol)
     return report

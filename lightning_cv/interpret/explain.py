@@ -6,6 +6,10 @@ exactly as evaluation does (:func:`~lightning_cv.data.transforms.build_eval_tran
 and writes what the model saw with the heatmap on top. Rendering is done with PIL (matplotlib gives only the colour
 map, and no figure is made), so a folder of a hundred small images takes seconds on a CPU and the user's matplotlib
 backend is never touched.
+
+A multi-label model (``hparams["task"] == "multilabel"``) gets one Grad-CAM per predicted label (every label whose
+sigmoid score reaches its threshold; the top-scoring label when none does), each in its own file named by the
+label's index.
 """
 
 from __future__ import annotations
@@ -13,31 +17,52 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from lightning_cv.data.batch import MULTICLASS, MULTILABEL, decision_thresholds, predicted_sets, task_of
 from lightning_cv.data.config import DataConfig, to_display
 from lightning_cv.data.image_io import IMAGE_EXTENSIONS, BadImageError, load_image
 from lightning_cv.data.transforms import build_eval_transform
 from lightning_cv.interpret import drawing
 from lightning_cv.interpret.attention import attention_blocks, attention_rollout
 from lightning_cv.interpret.drawing import CONTACT_SHEET_LIMIT
-from lightning_cv.interpret.files import collect_files, output_stems
+from lightning_cv.interpret.files import collect_files, output_stems, overlay_name
 from lightning_cv.interpret.gradcam import GradCAM, class_probabilities
 
-__all__ = ["ExplainReport", "ExplainedImage", "SkippedFile", "explain_images"]
+__all__ = ["ExplainReport", "ExplainedImage", "LabelScore", "SkippedFile", "explain_images"]
 
+#: the summary lists the labels of at most this many multi-label images
+_SUMMARY_IMAGES = 20
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """A label (class) by index and name, with the model's score for it (softmax or sigmoid probability)."""
+
+    index: int
+    name: str
+    score: float
+
+    def __str__(self) -> str:
+        return f"{self.name} {100 * self.score:.1f}%"
 
 
 @dataclass(frozen=True)
 class ExplainedImage:
-    """One explained image: where it came from, what was written, and what the model predicted."""
+    """One explained image: where it came from, what was written, and what the model predicted.
+
+    For a multi-label model, ``predicted_*`` describe the top-scoring label, ``predicted_labels`` the predicted set
+    (possibly empty), and ``gradcams`` hold one file per label of ``explained_labels``; ``gradcam`` and ``target_*``
+    are the first of them.
+    """
 
     source: Path
     gradcam: Path
@@ -49,11 +74,29 @@ class ExplainedImage:
     target_index: int
     target_class: str
     target_probability: float
+    #: ``"multiclass"`` or ``"multilabel"``
+    task: str = MULTICLASS
+    #: the prediction: the top class (multi-class), or every label whose score reaches its threshold, best first
+    predicted_labels: tuple[LabelScore, ...] = ()
+    #: the labels the Grad-CAM files explain, in the order of ``gradcams``
+    explained_labels: tuple[LabelScore, ...] = ()
+    #: one Grad-CAM file per explained label
+    gradcams: tuple[Path, ...] = ()
 
     @property
     def overlays(self) -> list[Path]:
         """The PNG files written for this image."""
-        return [self.gradcam] if self.rollout is None else [self.gradcam, self.rollout]
+        cams = list(self.gradcams) or [self.gradcam]
+        return cams if self.rollout is None else [*cams, self.rollout]
+
+    def describe(self) -> str:
+        """One line: the file and its predicted labels with their scores (multi-label) or class and probability."""
+        if self.task != MULTILABEL:
+            return f"{self.source}: {self.predicted_class} {100 * self.probability:.1f}%"
+        if not self.predicted_labels:
+            top = f"{self.predicted_class} {100 * self.probability:.1f}%"
+            return f"{self.source}: no label reaches its threshold (top: {top})"
+        return f"{self.source}: {', '.join(map(str, self.predicted_labels))}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +121,12 @@ class ExplainReport:
     def summary(self) -> str:
         """A few lines for a person: counts, where the files are, and the skipped files with their reasons."""
         lines = [f"Explained {len(self.images)} image(s) into '{self.output_dir}'."]
+        multilabel = [item for item in self.images if item.task == MULTILABEL]
+        if multilabel:  # a set of labels per image is worth reading; one class per image is in the overlays
+            lines.append("Predicted labels:")
+            lines += [f"  {item.describe()}" for item in multilabel[:_SUMMARY_IMAGES]]
+            if len(multilabel) > _SUMMARY_IMAGES:
+                lines.append(f"  ... and {len(multilabel) - _SUMMARY_IMAGES} more (see `report.images`).")
         if self.contact_sheet is not None:
             lines.append(f"Contact sheet: '{self.contact_sheet}'.")
         if self.not_processed:
@@ -112,11 +161,17 @@ def explain_images(
     heatmap of the predicted class (or ``target_class``) on top and "<predicted class> (97.3%)" above it. Files that
     cannot be decoded are skipped and listed in the report, so one bad file never stops a long run.
 
+    A multi-label model (``hparams["task"] == "multilabel"``) gets one Grad-CAM per predicted label: every label
+    whose sigmoid score reaches its threshold (the model's ``thresholds``, else 0.5), or the top-scoring label when
+    none does (captioned "top label, none predicted"). Each overlay is captioned with its label's name and score.
+
     Files written into ``output_dir`` (created if needed; existing files with the same names are overwritten):
-    ``<stem>_gradcam.png`` per image, ``<stem>_rollout.png`` per image for a Vision Transformer, and
-    ``contact_sheet.png``, a grid of the first 64 images. Two sources with the same stem get the sub-folder (then
-    the extension) added, e.g. ``cats__001_gradcam.png``. Overlays are at least 224 px wide (small inputs are
-    upscaled). The model comes back unchanged: train/eval mode of every module, ``requires_grad``, hooks and device.
+    ``<stem>_gradcam.png`` per image (multi-label: ``<stem>_gradcam_<label index>.png`` per explained label; the
+    index, never the class name, goes into the path), ``<stem>_rollout.png`` per image for a Vision Transformer,
+    and ``contact_sheet.png``, a grid of the first 64 images (every panel of an image in its tile). Two sources with
+    the same stem get the sub-folder (then the extension) added, e.g. ``cats__001_gradcam.png``. Overlays are at
+    least 224 px wide (small inputs are upscaled). The model comes back unchanged: train/eval mode of every module,
+    ``requires_grad``, hooks and device.
 
     Args:
         model: an :class:`~lightning_cv.ImageClassifier` or any module mapping ``(N, 3, H, W)`` to logits.
@@ -129,7 +184,8 @@ def explain_images(
             ``interpolation`` and ``crop_pct``. ``None`` takes the model's ``data_config`` (ImageClassifier).
         class_names: names of the classes in label order; ``None`` takes ``model.hparams["class_names"]``, else
             "class 3".
-        target_class: explain this class index for every image; ``None`` explains each image's predicted class.
+        target_class: explain this class index for every image; ``None`` explains each image's predicted class
+            (multi-label: each predicted label).
         target_layer: the Grad-CAM layer by module name, e.g. ``"model.layer3"``; ``None`` finds the last stage.
         alpha: heatmap opacity in [0, 1].
         rollout: also write attention rollout; ``None`` does it when the model is a timm Vision Transformer.
@@ -184,13 +240,17 @@ def explain_images(
             results = _explain_batch(model, cam, batch, do_rollout, target_class, names, config, alpha)
             out.mkdir(parents=True, exist_ok=True)  # only now: a wrong argument found above leaves no empty folder
             for (path, stem, _), (panels, entry) in zip(loaded, results, strict=True):
-                written = [out / f"{stem}_{kind}.png" for kind in ("gradcam", "rollout")[: len(panels)]]
-                for panel, target in zip(panels, written, strict=True):
-                    panel.save(target, compress_level=3)  # zlib level 3: ~3x faster than the default 6, ~15% larger
-                rollout_path = written[1] if len(written) > 1 else None
-                report.images.append(ExplainedImage(source=path, gradcam=written[0], rollout=rollout_path, **entry))
+                written: dict[str, list[Path]] = {"gradcam": [], "rollout": []}
+                for kind, label, picture in panels:
+                    target = out / overlay_name(stem, kind, label)
+                    picture.save(target, compress_level=3)  # zlib level 3: ~3x faster than the default 6, ~15% larger
+                    written[kind].append(target)
+                cams, rollout_path = written["gradcam"], next(iter(written["rollout"]), None)
+                report.images.append(
+                    ExplainedImage(source=path, gradcam=cams[0], rollout=rollout_path, gradcams=tuple(cams), **entry)
+                )
                 if contact_sheet and len(tiles) < CONTACT_SHEET_LIMIT:
-                    tiles.append((stem, panels))
+                    tiles.append((stem, [picture for _, _, picture in panels]))
     if not report.images:
         raise FileNotFoundError(_nothing_readable(images, report.skipped))
     if contact_sheet:
@@ -317,6 +377,10 @@ def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[
         model.to(source)
 
 
+#: one written picture: its kind ("gradcam" or "rollout"), the label it explains (multi-label) and the panel
+_Panel = tuple[str, int | None, Image.Image]
+
+
 def _explain_batch(
     model: nn.Module,
     cam: GradCAM,
@@ -326,7 +390,7 @@ def _explain_batch(
     names: list[str] | None,
     config: DataConfig,
     alpha: float,
-) -> list[tuple[list[Image.Image], dict[str, Any]]]:
+) -> list[tuple[list[_Panel], dict[str, Any]]]:
     """The panels (Grad-CAM, then rollout if asked for) and the prediction fields of each image."""
     probs = class_probabilities(model, batch)
     num_classes = probs.shape[1]
@@ -338,14 +402,18 @@ def _explain_batch(
     def label(index: int) -> str:
         return names[index] if names is not None else f"class {index}"
 
-    confidence, predicted = probs.max(dim=1)
-    targets = predicted if target_class is None else torch.full_like(predicted, target_class)
-    heatmaps = cam.generate_cam(batch, target_class=targets)
     rollouts: Tensor | None = None
     if do_rollout:
         param = next(model.parameters(), None)
         rollouts = attention_rollout(model, batch if param is None else batch.to(param.device, param.dtype))
     pictures = to_display(batch, config)
+    if task_of(model) == MULTILABEL:
+        thresholds = decision_thresholds(model, num_classes)
+        return _explain_labels(cam, batch, probs, thresholds, target_class, label, pictures, rollouts, alpha)
+
+    confidence, predicted = probs.max(dim=1)
+    targets = predicted if target_class is None else torch.full_like(predicted, target_class)
+    heatmaps = cam.generate_cam(batch, target_class=targets)
     results = []
     for i, picture in enumerate(pictures):
         pred, target = int(predicted[i]), int(targets[i])
@@ -353,9 +421,11 @@ def _explain_batch(
         method = "Grad-CAM"
         if target != pred:
             method = f"Grad-CAM for {label(target)} ({100 * float(probs[i, target]):.1f}%)"
-        panels = [drawing.panel(picture, heatmaps[i], alpha, (headline, method))]
+        panels: list[_Panel] = [("gradcam", None, drawing.panel(picture, heatmaps[i], alpha, (headline, method)))]
         if rollouts is not None:
-            panels.append(drawing.panel(picture, rollouts[i], alpha, (headline, "attention rollout")))
+            panels.append(
+                ("rollout", None, drawing.panel(picture, rollouts[i], alpha, (headline, "attention rollout")))
+            )
         entry = {
             "predicted_index": pred,
             "predicted_class": label(pred),
@@ -363,6 +433,66 @@ def _explain_batch(
             "target_index": target,
             "target_class": label(target),
             "target_probability": float(probs[i, target]),
+            "predicted_labels": (LabelScore(pred, label(pred), float(confidence[i])),),
+            "explained_labels": (LabelScore(target, label(target), float(probs[i, target])),),
+        }
+        results.append((panels, entry))
+    return results
+
+
+def _explain_labels(
+    cam: GradCAM,
+    batch: Tensor,
+    probs: Tensor,
+    thresholds: Tensor,
+    target_class: int | None,
+    label: Callable[[int], str],
+    pictures: np.ndarray,
+    rollouts: Tensor | None,
+    alpha: float,
+) -> list[tuple[list[_Panel], dict[str, Any]]]:
+    """Multi-label: one Grad-CAM per predicted label (best score first; the top label when none is predicted),
+    or for ``target_class`` alone, captioned with the label's name and score."""
+    chosen = predicted_sets(probs, thresholds)
+    ranked = probs.argsort(dim=1, descending=True).tolist()
+    predicted = [[c for c in order if chosen[i, c]] for i, order in enumerate(ranked)]  # best score first
+    if target_class is not None:
+        explained = [[target_class] for _ in predicted]
+    else:
+        explained = [labels or order[:1] for labels, order in zip(predicted, ranked, strict=True)]
+    pairs = [(i, c) for i, labels in enumerate(explained) for c in labels]
+    heatmaps: list[Tensor] = []
+    for start in range(0, len(pairs), len(batch)):  # at most a batch of images through Grad-CAM at a time
+        rows, labels = zip(*pairs[start : start + len(batch)], strict=True)
+        heatmaps.extend(cam.generate_cam(batch[list(rows)], target_class=torch.tensor(labels)))
+    cams = iter(heatmaps)
+    results = []
+    for i, picture in enumerate(pictures):
+        scored = [LabelScore(c, label(c), float(probs[i, c])) for c in range(probs.shape[1])]
+        panels: list[_Panel] = []
+        for c in explained[i]:
+            cut = f"threshold {100 * float(thresholds[c]):.3g}%"
+            state = f"predicted ({cut})" if chosen[i, c] else f"not predicted ({cut})"
+            if target_class is None and not predicted[i]:
+                state = "top label, none predicted"
+            lines = (f"{scored[c].name} ({100 * scored[c].score:.1f}%)", state)
+            panels.append(("gradcam", c, drawing.panel(picture, next(cams), alpha, lines)))
+        if rollouts is not None:
+            headline = ", ".join(scored[c].name for c in predicted[i]) or "no label predicted"
+            panels.append(
+                ("rollout", None, drawing.panel(picture, rollouts[i], alpha, (headline, "attention rollout")))
+            )
+        first, top = scored[explained[i][0]], scored[ranked[i][0]]
+        entry = {
+            "predicted_index": top.index,
+            "predicted_class": top.name,
+            "probability": top.score,
+            "target_index": first.index,
+            "target_class": first.name,
+            "target_probability": first.score,
+            "task": MULTILABEL,
+            "predicted_labels": tuple(scored[c] for c in predicted[i]),
+            "explained_labels": tuple(scored[c] for c in explained[i]),
         }
         results.append((panels, entry))
     return results

@@ -10,7 +10,7 @@ from pathlib import Path
 from lightning_cv.data.image_io import IMAGE_EXTENSIONS
 from lightning_cv.data.sources import list_images
 
-__all__ = ["collect_files", "output_stems"]
+__all__ = ["collect_files", "output_stems", "overlay_name"]
 
 
 def collect_files(
@@ -71,3 +71,12 @@ def output_stems(files: Sequence[Path], root: Path | None) -> list[str]:
         seen.add(candidate.casefold())
         unique.append(candidate)
     return unique
+
+
+def overlay_name(stem: str, kind: str, label: int | None = None) -> str:
+    """The file name of one overlay: ``<stem>_<kind>.png``, or ``<stem>_<kind>_<label index>.png`` for one label of
+    several (multi-label). The label goes in by index, never by name: class names come from the data, and a name
+    such as ``../x`` or ``a/b`` must not become part of a path."""
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
+        raise ValueError(f"Expected a label index (int >= 0), but got {label!r}.")
+    return f"{stem}_{kind}.png" if label is None else f"{stem}_{kind}_{label}.png"

@@ -134,7 +134,9 @@ def _check_task_settings(args: dict[str, Any]) -> None:
             )
         if isinstance(pos_weight, str):
             if pos_weight != "balanced":
-                raise ValueError(f"Expected `pos_weight` 'balanced', a list of numbers or None, but got {pos_weight!r}.")
+                raise ValueError(
+                    f"Expected `pos_weight` 'balanced', a list of numbers or None, but got {pos_weight!r}."
+                )
         elif len(pos_weight) != args["num_classes"] or any(
             isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in pos_weight
         ):

@@ -46,7 +46,8 @@ class MultilabelMetrics(nn.Module):
 
     Example:
         >>> metrics = MultilabelMetrics(2, prefix="val_")
-        >>> metrics.update(torch.tensor([[0.9, 0.2], [0.3, 0.8]]), torch.tensor([[1, 0], [0, 1]]), torch.full((2,), 0.5))
+        >>> scores, targets = torch.tensor([[0.9, 0.2], [0.3, 0.8]]), torch.tensor([[1, 0], [0, 1]])
+        >>> metrics.update(scores, targets, torch.full((2,), 0.5))
         >>> round(float(metrics.compute()["val_map"]), 3), round(float(metrics.compute()["val_f1"]), 3)
         (1.0, 1.0)
     """
@@ -80,7 +81,7 @@ class MultilabelMetrics(nn.Module):
         return int(self.average_precision.update_count)
 
     def update(self, scores: Tensor, targets: Tensor, thresholds: Tensor) -> None:
-        """Add a batch: ``scores`` ``(N, C)`` sigmoid scores, ``targets`` ``(N, C)`` multi-hot, ``thresholds`` ``(C,)``."""
+        """Add a batch: ``scores`` ``(N, C)`` sigmoid, ``targets`` ``(N, C)`` multi-hot, ``thresholds`` ``(C,)``."""
         truth = (targets > 0.5).long()
         self.average_precision.update(scores.float(), truth)
         self.decisions.update(predicted_sets(scores.float(), thresholds).long(), truth)
@@ -132,7 +133,7 @@ class MultilabelMetrics(nn.Module):
         return rows
 
     def tuned_thresholds(self) -> Tensor:
-        """The per-label thresholds that maximise each label's F1 on what was seen (0.5 for labels without positives)."""
+        """Each label's F1-maximising threshold on what was seen (0.5 for a label without positives)."""
         scores, targets = self.scores_and_targets()
         return tune_thresholds(scores, targets)[0]
 

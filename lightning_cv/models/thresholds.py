@@ -88,10 +88,11 @@ class DecisionThresholds(nn.Module):
         self.values = initial.clone() if initial is not None else torch.full((num_classes,), DEFAULT_THRESHOLD)
 
     def get_extra_state(self) -> Any:
-        return {"thresholds": self.values.detach().cpu().clone()}
+        # a bare tensor: exporters and tools that walk a state dict expect tensors in it
+        return self.values.detach().cpu().clone()
 
     def set_extra_state(self, state: Any) -> None:
-        values = state.get("thresholds") if isinstance(state, dict) else None
+        values = state
         if not isinstance(values, Tensor) or values.shape != self.values.shape:
             raise ValueError(
                 f"The checkpoint's decision thresholds do not fit this model ({self.values.shape[0]} labels): "

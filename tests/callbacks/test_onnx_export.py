@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torchvision
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
@@ -98,3 +98,46 @@ def test_failed_export_does_not_fail_training(tmp_path):
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"plain name ending in .onnx"):
         ONNXExport(filename="../model.onnx")
+
+
+def multilabel_loader(num_samples=16, num_classes=3):
+    g = torch.Generator().manual_seed(0)
+    targets = (torch.rand(num_samples, num_classes, generator=g) > 0.5).float()
+    images = torch.randn(num_samples, 3, 32, 32, generator=g) * 0.5 + targets[:, :1, None, None]
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=8)
+
+
+class ClobberThresholds(Callback):
+    """Changes the live module's thresholds as fit ends: the export must take the best checkpoint's, not these."""
+
+    def on_fit_end(self, trainer, pl_module):
+        pl_module.thresholds = 0.99
+
+
+def test_multilabel_module_gets_a_sigmoid_file_with_the_best_checkpoints_thresholds(tmp_path):
+    torch.manual_seed(0)
+    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, task="multilabel", lr=0.05)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_map", mode="max", save_top_k=1)
+    export = ONNXExport(dirpath=str(tmp_path / "onnx"))
+    trainer = tiny_trainer(
+        tmp_path, max_epochs=2, callbacks=[best, ClobberThresholds(), export], enable_checkpointing=True
+    )
+    trainer.fit(model, multilabel_loader(), multilabel_loader())
+    assert model.thresholds.tolist() == pytest.approx([0.99] * 3)
+    reference = ImageClassifier.load_from_checkpoint(best.best_model_path).eval()
+    x = torch.randn(7, 3, 32, 32)
+    with torch.no_grad():
+        expected = torch.sigmoid(reference(x)).numpy()
+    path = tmp_path / "onnx" / "model.onnx"
+    assert np.abs(run(path, x) - expected).max() < 1e-5
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["task"] == "multilabel" and meta["output"] == "scores"
+    assert json.loads(meta["thresholds"]) == pytest.approx(reference.thresholds.tolist(), abs=1e-7)
+
+
+def test_softmax_for_a_multilabel_module_stops_fit_at_its_start(tmp_path):
+    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False, task="multilabel")
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[ONNXExport(softmax=True)])
+    with pytest.raises(ValueError, match=r"ONNXExport\(softmax=True\) is for multi-class models, but this module is"):
+        trainer.fit(model, multilabel_loader())
+    assert trainer.global_step == 0

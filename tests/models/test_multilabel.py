@@ -85,7 +85,7 @@ def test_tuned_thresholds_on_random_cases_match_brute_force():
     for _ in range(20):
         scores = (torch.rand(30, 3, generator=g) * 10).round() / 10  # many ties
         targets = (torch.rand(30, 3, generator=g) < 0.3).long()
-        thresholds, best = tune_thresholds(scores, targets)
+        thresholds, _ = tune_thresholds(scores, targets)
         for c in range(3):
             if targets[:, c].sum() == 0:
                 continue
@@ -144,7 +144,8 @@ def test_fit_tunes_thresholds_and_the_checkpoint_carries_them(tmp_path):
     assert out["probs"].shape == (5, 3) and out["preds"].dtype == torch.bool
     torch.testing.assert_close(out["probs"], scores[:5], atol=1e-5, rtol=0)
     assert torch.equal(out["preds"], scores[:5] >= tuned)
-    assert out["labels"] == [[n for n, d in zip(["red", "green", "blue"], row, strict=True) if d] for row in out["preds"]]
+    names = ["red", "green", "blue"]
+    assert out["labels"] == [[n for n, d in zip(names, row, strict=True) if d] for row in out["preds"]]
 
 
 def test_fixed_thresholds_are_never_tuned(tmp_path):
