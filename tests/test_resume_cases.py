@@ -17,9 +17,9 @@ from lightning_cv.callbacks import PreemptionCheckpoint
 pytestmark = pytest.mark.slow
 
 
-def data() -> ImageDataModule:
+def data(dataset: str = "shapes") -> ImageDataModule:
     return ImageDataModule(
-        dataset="shapes",
+        dataset=dataset,
         image_size=32,
         dataset_kwargs={"num_train": 32, "num_val": 8, "num_test": 8, "image_size": 32},
         batch_size=4,
@@ -50,10 +50,10 @@ class Stop(Callback):
             raise RuntimeError(self.MESSAGE)
 
 
-def fit(root, dm=None, callbacks=(), ckpt_path=None, **trainer_kwargs):
+def fit(root, dm=None, callbacks=(), ckpt_path=None, task="multiclass", **trainer_kwargs):
     seed_everything(0)
-    dm = dm or data()
-    model = ImageClassifier(num_classes=6, backbone="test_resnet", pretrained=False, warmup_steps=3)
+    dm = dm or data("shapes" if task == "multiclass" else "shapes_multilabel")
+    model = ImageClassifier(num_classes=6, backbone="test_resnet", pretrained=False, warmup_steps=3, task=task)
     kwargs = dict(
         accelerator="cpu",
         max_epochs=3,
@@ -120,4 +120,16 @@ def test_second_fit_with_the_same_data_module_resumes_its_position(tmp_path):
     dm = data()
     fit(tmp_path / "stop", dm=dm, callbacks=[Stop(epoch=0, batch=4), PreemptionCheckpoint(dirpath=tmp_path / "ck")])
     resumed, _ = fit(tmp_path / "resume", dm=dm, ckpt_path=tmp_path / "ck" / "interrupted.ckpt")
+    assert_bitwise(resumed, reference)
+
+
+def test_multilabel_run_with_mixing_resumes_exactly_thresholds_included(tmp_path):
+    """MixUp/CutMix of multi-hot targets, validation tuning the thresholds each epoch, a SIGTERM mid-epoch."""
+    settings = {"task": "multilabel", "limit_val_batches": 1.0}
+    reference, steps = fit(tmp_path / "ref", **settings)
+    assert not torch.equal(reference["decision._extra_state"], torch.full((6,), 0.5))  # tuned, so compared below
+    fit(tmp_path / "stop", callbacks=[Stop(epoch=1, batch=3), PreemptionCheckpoint(dirpath=tmp_path / "ck")],
+        **settings)  # fmt: skip
+    resumed, resumed_steps = fit(tmp_path / "resume", ckpt_path=tmp_path / "ck" / "interrupted.ckpt", **settings)
+    assert resumed_steps == steps
     assert_bitwise(resumed, reference)
