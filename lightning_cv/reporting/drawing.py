@@ -67,15 +67,16 @@ def captioned(picture: np.ndarray | Image.Image, lines: Sequence[str], colour: A
 def contact_sheet(tiles: Sequence[tuple[str, Sequence[Image.Image]]], panels_per_row: int = 8) -> Image.Image:
     """A grid of tiles, each its panels side by side (at most 224 px wide each) over a one-line name.
 
-    All panels are shown at the size of the first one; a tile holds as many panels as the first tile, and a row
-    holds at most ``panels_per_row`` panels (one tile at least).
+    All panels are shown at the size of the first one. Tiles may hold different numbers of panels (a multi-label
+    image has one Grad-CAM per predicted label): each tile is as wide as the widest, its unused slots left blank, and
+    a row holds at most ``panels_per_row`` panels (one tile at least).
     """
     if not tiles:
         raise ValueError("Expected at least one tile for the contact sheet, but got none.")
     first = tiles[0][1][0]
     shrink = min(1.0, MIN_DISPLAY_WIDTH / first.width)
     size = (max(1, round(first.width * shrink)), max(1, round(first.height * shrink)))
-    per_tile = len(tiles[0][1])
+    per_tile = max(len(panels) for _, panels in tiles)
     cols = min(len(tiles), max(1, panels_per_row // per_tile))
     rows = math.ceil(len(tiles) / cols)
     name_font = font(12)
