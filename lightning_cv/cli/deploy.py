@@ -72,7 +72,7 @@ def export(
         raise ValueError(f"Expected `--output` to end in .onnx, but got '{target}'.")
     if target.is_dir():
         raise ValueError(f"`--output` '{target}' is a folder; pass a file name such as {target / 'model.onnx'}.")
-    model, data_hp = _load(ckpt_path)
+    ckpt_path, model, data_hp = _load(ckpt_path)
     task, thresholds_used = _decision(model, thresholds, softmax=softmax)
     needs_data = quantize in ("static", "auto") or eval_images > 0
     datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=quantize == "static") if needs_data else None
@@ -167,7 +167,7 @@ def benchmark(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("`--device cuda` but no CUDA device is visible; use `--device cpu`.")
-    model, data_hp = _load(ckpt_path)
+    ckpt_path, model, data_hp = _load(ckpt_path)
     task, thresholds_used = _decision(model, thresholds)
     datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=False)
     example = _example(model, datamodule, data_hp)
@@ -221,7 +221,7 @@ def explain(
 
     if not Path(images).exists():
         raise FileNotFoundError(f"`--images` '{images}' does not exist. Pass a folder of images or an image file.")
-    model, data_hp = _load(ckpt_path)
+    ckpt_path, model, data_hp = _load(ckpt_path)
     report = explain_images(
         model,
         [images] if Path(images).is_file() else images,
@@ -282,8 +282,9 @@ def deploy_parser(command: str) -> ShortErrorParser:
 
 
 # ---------------------------------------------------------------------------------------------------- wiring
-def _load(ckpt_path: str) -> tuple[Any, dict[str, Any]]:
-    """The classifier (EMA weights when the checkpoint has them) and the data module's saved settings.
+def _load(ckpt_path: str) -> tuple[str, Any, dict[str, Any]]:
+    """The checkpoint path (``best``/``last`` resolved), the classifier (EMA weights when the checkpoint has them)
+    and the data module's saved settings.
 
     The same safe path as ``fit``/``test``: the file is read as data and the model built from plain values
     (:mod:`lightning_cv.models.checkpoint`), so nothing in a shared checkpoint runs.
@@ -297,7 +298,7 @@ def _load(ckpt_path: str) -> tuple[Any, dict[str, Any]]:
     meta = read_checkpoint(ckpt_path)
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
     model.eval()
-    return model, plain_hparams(meta.get("datamodule_hyper_parameters"))
+    return ckpt_path, model, plain_hparams(meta.get("datamodule_hyper_parameters"))
 
 
 def _data_keys() -> set[str]:

@@ -79,6 +79,7 @@ def test_export_fp32_with_metadata_and_parity(trained, tmp_path, capsys):
     assert json.loads(props["class_names"]) == model.hparams["class_names"]
     assert json.loads(props["mean"]) == pytest.approx(list(meta["mean"]))
     assert json.loads(props["input_size"]) == [3, 32, 32] and props["input_format"] == "float"
+    assert props["weights"] == Path(trained).name and props["task"] == "multiclass"
     assert list(tmp_path.iterdir()) == [out]  # one self-contained file
 
 
