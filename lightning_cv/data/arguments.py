@@ -71,3 +71,10 @@ def validate_arguments(hp: Any) -> None:
         if hp[name] not in allowed:
             _fail(name, hp[name], f"one of {', '.join(allowed)}")
     data_source(hp)  # an unknown dataset name fails here, not at setup
+    lists = [name for name in ("val_file", "test_file") if hp[name] is not None]
+    if lists and hp.train_file is None:
+        raise ValueError(
+            f"`{lists[0]}` is read together with `train_file`, which defines the classes and their order, but no "
+            "`train_file` was given (without it the list would be ignored). Pass `train_file` too (command line: "
+            "`--data.train_file train.csv`)."
+        )

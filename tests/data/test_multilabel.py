@@ -530,3 +530,12 @@ def test_resume_of_a_mixed_multi_label_run_is_exact(tmp_path):
     assert resumed_steps == steps == 8
     torch.testing.assert_close(torch.stack(resumed.seen), torch.stack(reference.seen[2:]), rtol=0, atol=0)
     assert_bitwise(resumed.state_dict(), reference.state_dict())
+
+
+def test_a_val_or_test_list_without_a_training_list_is_refused_not_ignored():
+    from lightning_cv import ImageDataModule
+
+    with pytest.raises(ValueError, match=r"`test_file` is read together with `train_file`.*--data.train_file"):
+        ImageDataModule(test_file="test.csv")
+    with pytest.raises(ValueError, match="`val_file` is read together"):
+        ImageDataModule(data_dir="images", val_file="val.csv")
