@@ -38,10 +38,12 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # The Trainer's per-epoch overhead (about 1 minute), then `lightning-cv fit` end to end against a plain PyTorch loop
-# on generated 28 px PNGs and 224 px JPEGs (about 4 minutes on 2 cores).
+# on generated 28 px PNGs and 224 px JPEGs (about 4 minutes on 2 cores), then a multi-label epoch against a
+# single-label one of the same model (about 1 minute).
 bench: $(STAMP)
 	$(PY) benchmarks/epoch_overhead.py
 	$(PY) benchmarks/end_to_end.py
+	$(PY) benchmarks/multilabel_epoch.py
 
 clean:
 	rm -rf $(VENV) lightning_logs runs .pytest_cache .mypy_cache .ruff_cache
