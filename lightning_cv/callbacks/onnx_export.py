@@ -30,7 +30,7 @@ class ONNXExport(Callback):
     is reported, and above ``atol`` the export counts as failed). It carries metadata: class names
     (``hparams["class_names"]``), input size, mean and std (the data module's or the module's ``data_config``) and
     whether softmax is included. A multi-label module (``hparams["task"] == "multilabel"``) gets a file that ends in
-    a sigmoid (output ``"scores"``), with ``task`` and its per-label ``thresholds`` (the ``thresholds`` buffer of the
+    a sigmoid (output ``"scores"``), with ``task`` and its per-label ``thresholds`` (the ``thresholds`` of the
     exported weights, else 0.5 each) in the metadata. Weights come from the best checkpoint of the Trainer's
     ModelCheckpoint when there is one (its average when the :class:`EMA` callback wrote one), else from the module
     at the end of training (which the EMA callback leaves holding the average). It runs on rank zero only, and a
@@ -173,7 +173,7 @@ class ONNXExport(Callback):
 
 
 def _thresholds(module: LightningModule) -> Tensor | None:
-    """The per-label thresholds of the weights being exported (the ``thresholds`` buffer belongs to the state dict
+    """The per-label thresholds of the weights being exported (the thresholds belong to the state dict
     that was loaded), or ``None`` (0.5 each) when the module does not say how many labels it has."""
     num_classes = getattr(module, "hparams", {}).get("num_classes")
     buffer = getattr(module, "thresholds", None)

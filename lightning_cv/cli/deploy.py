@@ -371,7 +371,7 @@ def _decision(
     model: Any, thresholds: float | list[float] | None, softmax: bool = False
 ) -> tuple[str, list[float] | None]:
     """The model's task and, for multi-label, its decision thresholds: ``--thresholds`` when given, else the
-    checkpoint's (its tuned ``thresholds`` buffer, else 0.5 each). Refuses options that do not fit the task."""
+    checkpoint's (its tuned ``thresholds``, else 0.5 each). Refuses options that do not fit the task."""
     from lightning_cv.deploy.evaluate import label_thresholds
 
     task = task_of(model)

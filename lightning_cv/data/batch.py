@@ -138,10 +138,14 @@ def check_task(task: Any) -> str:
 
 
 def task_of(module: Any) -> str:
-    """The task a module was built for: its ``hparams["task"]``, or ``"multiclass"`` when it names none."""
+    """``"multilabel"`` for a module whose ``hparams["task"]`` says so, else ``"multiclass"``.
+
+    Lenient on purpose: callbacks meet other people's modules, and a ``task`` of their own (torchmetrics' ``"binary"``,
+    say, one class per image) must not make a callback fail.
+    """
     hparams: Any = getattr(module, "hparams", None)
     task = hparams.get("task") if hasattr(hparams, "get") else None
-    return MULTICLASS if task is None else check_task(task)
+    return MULTILABEL if task == MULTILABEL else MULTICLASS
 
 
 def scores(logits: Tensor, task: str) -> Tensor:
@@ -151,7 +155,7 @@ def scores(logits: Tensor, task: str) -> Tensor:
 
 
 def decision_thresholds(module: Any, num_classes: int) -> Tensor:
-    """The per-label thresholds ``(C,)`` of a multi-label module (its ``thresholds`` buffer), else 0.5 for all."""
+    """The per-label thresholds ``(C,)`` of a multi-label module (its ``thresholds`` tensor), else 0.5 for all."""
     thresholds = getattr(module, "thresholds", None)
     if isinstance(thresholds, Tensor) and thresholds.shape == (num_classes,):
         return thresholds.detach().float()

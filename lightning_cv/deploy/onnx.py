@@ -77,7 +77,7 @@ class _WithSigmoid(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.model(images).sigmoid()
+        return self.model(images).float().sigmoid()  # float32 scores under autocast too (bf16 would tie near 1)
 
 
 def with_scores(model: nn.Module, task: str = MULTICLASS, softmax: bool = False) -> nn.Module:

@@ -231,7 +231,8 @@ class ImageClassifier(LightningModule):
     @property
     def thresholds(self) -> Tensor | None:
         """Multi-label decision thresholds ``(C,)`` (a label is answered when its score reaches its threshold);
-        ``None`` for a multi-class model. Assign a number or one per label to change them."""
+        ``None`` for a multi-class model. Assigning a number or one per label fixes them: ``fit`` no longer tunes
+        them."""
         return self.decision.values if self._multilabel else None
 
     @thresholds.setter
@@ -240,8 +241,15 @@ class ImageClassifier(LightningModule):
             raise ValueError("Decision thresholds apply to multi-label models (`task='multilabel'`).")
         values = value.tolist() if isinstance(value, Tensor) else value
         checked = check_thresholds(values, self.hparams["num_classes"])
-        assert checked is not None
+        if checked is None:
+            raise ValueError(
+                "Expected thresholds: a number or one per label. To have `fit` tune them again, create the model "
+                "with `thresholds=None`."
+            )
         self.decision.values = checked
+        # fixed from now on, like thresholds given to the constructor: `fit` no longer tunes them, and checkpoints
+        # record them
+        self.hparams["thresholds"] = checked.tolist()
 
     # ------------------------------------------------------------------ freezing
     @property
@@ -558,6 +566,10 @@ class ImageClassifier(LightningModule):
             return
         values = metrics.compute_all()
         scalars = {name: value for name, value in values.items() if value.ndim == 0}
+        if stage != "val":
+            # F1 at thresholds tuned on the very images scored flatters: reported for validation only, where it is
+            # the F1 of the thresholds the checkpoint saved now carries
+            scalars.pop(f"{stage}_f1_tuned")
         # equal on every rank already (torchmetrics synced them); sync_dist=True only tells Lightning so
         self.log(f"{stage}_map", scalars.pop(f"{stage}_map"), prog_bar=True, sync_dist=True)
         self.log_dict(scalars, sync_dist=True)
@@ -565,7 +577,7 @@ class ImageClassifier(LightningModule):
         fitting = self.trainer.state.fn == "fit"
         if stage == "val" and fitting and not self.trainer.sanity_checking and self.hparams["thresholds"] is None:
             # tuned on this validation, for the weights just evaluated: the checkpoint saved now carries them
-            self.decision.values = metrics.tuned_thresholds()
+            self.decision.values = values[f"{stage}_tuned_thresholds"].cpu()
         metrics.reset()
         if stage == "test":
             directory = self.trainer.log_dir or self.trainer.default_root_dir  # asked on every rank (a collective)

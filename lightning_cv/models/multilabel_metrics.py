@@ -29,9 +29,10 @@ from torchmetrics.classification import (
     MultilabelPrecision,
     MultilabelRecall,
 )
+from torchmetrics.functional.classification import multilabel_average_precision
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_cv.data.batch import predicted_sets
+from lightning_cv.data.batch import label_sets, predicted_sets
 from lightning_cv.models.thresholds import tune_thresholds
 
 __all__ = ["MultilabelMetrics"]
@@ -82,7 +83,7 @@ class MultilabelMetrics(nn.Module):
 
     def update(self, scores: Tensor, targets: Tensor, thresholds: Tensor) -> None:
         """Add a batch: ``scores`` ``(N, C)`` sigmoid, ``targets`` ``(N, C)`` multi-hot, ``thresholds`` ``(C,)``."""
-        truth = (targets > 0.5).long()
+        truth = label_sets(targets).long()
         self.average_precision.update(scores.float(), truth)
         self.decisions.update(predicted_sets(scores.float(), thresholds).long(), truth)
 
@@ -97,16 +98,28 @@ class MultilabelMetrics(nn.Module):
         return {name: value for name, value in self.compute_all().items() if value.ndim == 0}
 
     def compute_all(self) -> dict[str, Tensor]:
-        """:meth:`compute` plus the per-label values ``(C,)``: ``ap_per_label``, ``f1_per_label``,
-        ``precision_per_label``, ``recall_per_label`` and ``support`` (positives), all under the prefix."""
+        """:meth:`compute` plus the per-label values ``(C,)``, all under the prefix: ``ap_per_label``,
+        ``f1_per_label``, ``precision_per_label``, ``recall_per_label``, ``support`` (positives) and
+        ``tuned_thresholds`` (each label's F1-maximising threshold on these images), with ``f1_tuned``, the macro F1
+        at those thresholds over the labels with positives.
+
+        The scores of every process are gathered once, for the average precision and the tuning alike.
+        """
+        scores, targets = self.scores_and_targets()
         with warnings.catch_warnings():  # a label without positives gets AP nan and is left out of the mean
             warnings.filterwarnings("ignore", message="No positive samples found in target")
-            per_label_ap = self.average_precision.compute()
-        _, targets = self.scores_and_targets()
-        support = (targets > 0).sum(0)
+            per_label_ap = multilabel_average_precision(scores, targets, self.num_classes, average=None)
+        support = targets.sum(0)
         has_positives = support > 0
-        mean_ap = per_label_ap[has_positives].float().mean() if bool(has_positives.any()) else torch.tensor(math.nan)
-        values = {"map": mean_ap, "ap_per_label": per_label_ap, "support": support}
+        tuned, best_f1 = tune_thresholds(scores, targets)
+        nan = torch.tensor(math.nan, device=scores.device)
+        values = {
+            "map": per_label_ap[has_positives].float().mean() if bool(has_positives.any()) else nan,
+            "ap_per_label": per_label_ap,
+            "support": support,
+            "tuned_thresholds": tuned.to(scores.device),
+            "f1_tuned": best_f1[has_positives.cpu()].mean().to(scores.device) if bool(has_positives.any()) else nan,
+        }
         values.update(self.decisions.compute())
         return {f"{self.prefix}{name}": value.float() if name != "support" else value for name, value in values.items()}
 
@@ -131,11 +144,6 @@ class MultilabelMetrics(nn.Module):
                 }
             )
         return rows
-
-    def tuned_thresholds(self) -> Tensor:
-        """Each label's F1-maximising threshold on what was seen (0.5 for a label without positives)."""
-        scores, targets = self.scores_and_targets()
-        return tune_thresholds(scores, targets)[0]
 
     def reset(self) -> None:
         self.average_precision.reset()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_cv.data.batch import DEFAULT_THRESHOLD
+from lightning_cv.data.batch import DEFAULT_THRESHOLD, label_sets
 
 __all__ = ["DecisionThresholds", "check_thresholds", "tune_thresholds"]
 
@@ -59,7 +59,7 @@ def tune_thresholds(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     thresholds = torch.full((num_classes,), DEFAULT_THRESHOLD)
     best = torch.full((num_classes,), float("nan"))
     for c in range(num_classes):
-        column, truth = scores[:, c].double().cpu(), targets[:, c].cpu() > 0.5
+        column, truth = scores[:, c].double().cpu(), label_sets(targets)[:, c].cpu()
         positives = int(truth.sum())
         if positives == 0:
             continue
@@ -73,9 +73,14 @@ def tune_thresholds(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         last_of_tie[:-1] = ranked[1:] < ranked[:-1]
         f1 = torch.where(last_of_tie, f1, torch.tensor(-1.0, dtype=torch.float64))
         k = int(f1.argmax())
-        lower = float(ranked[k + 1]) if k + 1 < len(ranked) else None
         cut = float(ranked[k])
-        thresholds[c] = cut if lower is None else (cut + lower) / 2
+        if k + 1 < len(ranked):
+            lower = float(ranked[k + 1])
+            halfway = float(torch.tensor((cut + lower) / 2, dtype=torch.float32))
+            # scores one float32 step apart have no float32 number between them: cut at the lowest predicted one
+            thresholds[c] = halfway if lower < halfway <= cut else cut
+        else:
+            thresholds[c] = cut
         best[c] = float(f1[k])
     return thresholds, best
 

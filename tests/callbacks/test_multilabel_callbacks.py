@@ -347,3 +347,37 @@ def test_all_four_with_a_multilabel_image_classifier(tmp_path):
     assert [row["scores"] for row in rows] == [
         {NAMES[c]: round(float(probs[i, c]), 6) for c in p.nonzero().flatten().tolist()} for i, p in enumerate(preds)
     ]
+
+
+# ---------------------------------------------------------------------------------------------------- foreign tasks
+class BinaryTaskNet(LightningModule):
+    """Someone else's module that names its task the torchmetrics way: "binary", one class per image."""
+
+    def __init__(self, task="binary"):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_module_with_a_task_of_its_own_is_treated_as_one_class_per_image(tmp_path):
+    from lightning_cv.data.batch import task_of
+
+    assert task_of(BinaryTaskNet()) == "multiclass" and task_of(MultiLabelNet()) == "multilabel"
+    images = torch.randn(8, 3, SIZE, SIZE)
+    loader = DataLoader(TensorDataset(images, torch.arange(8) % 2), batch_size=4)
+    gallery = PredictionGallery(num_images=2)
+    trainer = tiny_trainer(tmp_path, callbacks=[EMA(decay=0.5, warmup=False, log_raw_metrics=True), gallery])
+    trainer.fit(BinaryTaskNet(), loader, loader)  # before: ValueError "Expected `task` to be one of ..."
+    assert "val_acc_raw" in trainer.callback_metrics

@@ -248,3 +248,40 @@ def test_every_combination_of_targets_reaches_the_per_label_table():
     rows = metrics.per_label(metrics.compute_all(), torch.full((3,), 0.5))
     assert [r["support"] for r in rows] == [4, 4, 4]
     assert all(r["ap"] == pytest.approx(1.0) and r["f1"] == pytest.approx(1.0) for r in rows)
+
+
+def test_a_threshold_between_adjacent_float32_scores_still_separates_them():
+    # two confident scores one float32 step apart: no float32 lies between them, so the midpoint would round onto
+    # the lower (negative) one and predict it too
+    high = torch.nextafter(torch.tensor(1.0 - 2**-22), torch.tensor(0.0))  # odd mantissa: halfway rounds down
+    low = torch.nextafter(high, torch.tensor(0.0))
+    assert float(torch.tensor((float(high) + float(low)) / 2, dtype=torch.float32)) == float(low)
+    scores = torch.stack([high, low, torch.tensor(0.1)]).view(3, 1)
+    targets = torch.tensor([[1], [0], [0]])
+    thresholds, best = tune_thresholds(scores, targets)
+    decided = scores[:, 0] >= thresholds[0]
+    assert decided.tolist() == [True, False, False] and best[0] == 1.0
+
+
+def test_assigning_thresholds_fixes_them_for_the_next_fit(tmp_path):
+    model = multilabel_model()
+    model.thresholds = [0.3, 0.4, 0.6]
+    assert model.hparams["thresholds"] == pytest.approx([0.3, 0.4, 0.6])
+    tiny_trainer(tmp_path, max_epochs=1).fit(model, multilabel_loader(), multilabel_loader(seed=1))
+    torch.testing.assert_close(model.thresholds, torch.tensor([0.3, 0.4, 0.6]))
+    with pytest.raises(ValueError, match="thresholds=None"):
+        model.thresholds = None
+
+
+def test_val_f1_tuned_is_the_f1_of_the_thresholds_the_checkpoint_carries(tmp_path):
+    torch.manual_seed(0)
+    model = multilabel_model()
+    trainer = tiny_trainer(tmp_path, max_epochs=2)
+    trainer.fit(model, multilabel_loader(shuffle=True), multilabel_loader(num_samples=32, seed=1))
+    images, targets = multilabel_loader(num_samples=32, seed=1).dataset.tensors
+    model.eval()
+    with torch.no_grad():
+        decided = model(images).sigmoid() >= model.thresholds
+    per_label = [f1(decided[:, c].tolist(), targets[:, c].long().tolist()) for c in range(3)]
+    assert float(trainer.callback_metrics["val_f1_tuned"]) == pytest.approx(sum(per_label) / 3, abs=1e-5)
+    assert "test_f1_tuned" not in trainer.test(model, multilabel_loader(num_samples=32, seed=1), verbose=False)[0]
