@@ -417,6 +417,7 @@ class ImageDataModule(LightningDataModule):
                 for split, rows in self._records.items():
                     if not rows:
                         raise ValueError(f"No usable image is left in the {split} split after skipping bad files.")
+                self._check_training_classes_left()
         if hp.leakage_check != "off" and len(self._records) > 1:
             leaks = find_leaks(
                 {s: [p for p, _ in rows] for s, rows in self._records.items()},
@@ -435,6 +436,19 @@ class ImageDataModule(LightningDataModule):
                 rank_zero_warn(message)
         self._checked = True
         self._facts = None  # the answers are applied; the index is on disk for the next run
+
+    def _check_training_classes_left(self) -> None:
+        """After bad files are skipped, every class (label) must keep a training image: its index stays in use."""
+        seen: set[int] = set()
+        for _, label in self._records.get("train", []):
+            seen.update(label if isinstance(label, tuple) else (label,))
+        names = self.class_names
+        lost = [name for i, name in enumerate(names) if i not in seen]
+        if lost:
+            raise ValueError(
+                f"After skipping the bad files, class(es) {lost[:10]} have no training image left. Repair or replace "
+                "those files (they are listed above), or remove the class from the data."
+            )
 
     # ------------------------------------------------------------------ reports
     def _targets(self, split: str) -> list[int]:

@@ -195,6 +195,13 @@ def _lists(hp: Any) -> Discovered:
         return _multilabel_lists(hp, lists)
     records = {split: [(p, labels[0]) for p, labels in listed.records] for split, listed in lists.items()}
     classes = class_names_of([label for _, label in records["train"]])
+    joined = [name for name in classes if hp.label_separator in name]
+    if joined:
+        rank_zero_warn(
+            f"{train.describe()}, so {joined[:3]} {'is a class' if len(joined) == 1 else 'are classes'} of "
+            f"its own. If an image carries several labels, give the list a `path,labels` header: each cell is "
+            f"then a set of labels separated by {hp.label_separator!r} (and the model needs `task='multilabel'`)."
+        )
     return _indexed(_split_train(hp, records, classes), classes, train.describe())
 
 

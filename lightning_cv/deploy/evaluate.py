@@ -21,9 +21,8 @@ from lightning_cv.data.batch import (
     MULTILABEL,
     check_task,
     hard_labels,
-    label_sets,
-    predicted_sets,
 )
+from lightning_cv.models.multilabel_metrics import MultilabelMetrics
 from lightning_cv.models.thresholds import check_thresholds
 
 __all__ = [
@@ -79,8 +78,6 @@ def quality(
         average precisions of the labels that have at least one positive among ``targets`` (a label absent from
         the evaluation images has no defined AP; torchmetrics would count it as 0); ``nan`` when none has.
     """
-    from torchmetrics.functional.classification import multilabel_average_precision, multilabel_f1_score
-
     out = torch.as_tensor(outputs).float()
     target = torch.as_tensor(targets)
     if check_task(task) != MULTILABEL:
@@ -91,19 +88,11 @@ def quality(
             f"Expected multi-label scores and multi-hot targets of the same shape (N, C), but got "
             f"{tuple(out.shape)} and {tuple(target.shape)}."
         )
-    num_labels = out.shape[1]
-    truth = label_sets(target.float()).int()
-    decided = predicted_sets(out, torch.tensor(label_thresholds(thresholds, num_labels))).int()
-    present = truth.sum(dim=0) > 0
-    mean_ap = float("nan")
-    if present.any():
-        count = int(present.sum())
-        mean_ap = float(multilabel_average_precision(out[:, present], truth[:, present], num_labels=count))
-    return {
-        "map": mean_ap,
-        "f1": float(multilabel_f1_score(decided, truth, num_labels=num_labels, average="macro")),
-        "f1_micro": float(multilabel_f1_score(decided, truth, num_labels=num_labels, average="micro")),
-    }
+    # the metrics training and `lightning-cv test` report, so an export's figures compare with the run's
+    metrics = MultilabelMetrics(out.shape[1])
+    metrics.update(out, target.float(), torch.tensor(label_thresholds(thresholds, out.shape[1])))
+    values = metrics.compute()
+    return {name: float(values[name]) for name in ("map", "f1", "f1_micro")}
 
 
 def format_quality(figures: dict[str, float], keys: Sequence[str] | None = None) -> str:

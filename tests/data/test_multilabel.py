@@ -539,3 +539,19 @@ def test_a_val_or_test_list_without_a_training_list_is_refused_not_ignored():
         ImageDataModule(test_file="test.csv")
     with pytest.raises(ValueError, match="`val_file` is read together"):
         ImageDataModule(data_dir="images", val_file="val.csv")
+
+
+def test_skipping_the_only_image_of_a_label_is_an_error_naming_it(tmp_path):
+    train = labels_csv(tmp_path, ["a", "a;b", "a", "c", "c"])  # label b only in row 1
+    (tmp_path / "train.csv_1.png").write_bytes(b"not an image")
+    dm = data(tmp_path, train)
+    with pytest.warns(UserWarning, match="Skipping 1 file"), pytest.raises(
+        ValueError, match=r"class\(es\) \['b'\] have no training image left"
+    ):
+        dm.setup("fit")
+
+
+def test_a_single_label_list_whose_labels_hold_the_separator_gets_a_hint(tmp_path):
+    train = labels_csv(tmp_path, ["cat", "cat;dog", "dog"], column="label")
+    with pytest.warns(UserWarning, match=r"'cat;dog'.*`path,labels` header"):
+        assert data(tmp_path, train).class_names == ["cat", "cat;dog", "dog"]
