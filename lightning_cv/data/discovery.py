@@ -198,8 +198,8 @@ def _lists(hp: Any) -> Discovered:
     joined = [name for name in classes if hp.label_separator in name]
     if joined:
         rank_zero_warn(
-            f"{train.describe()}, so {joined[:3]} {'is a class' if len(joined) == 1 else 'are classes'} of "
-            f"its own. If an image carries several labels, give the list a `path,labels` header: each cell is "
+            f"{train.describe()}, so {joined[:3]} "
+            f"{'is a class of its own' if len(joined) == 1 else 'are classes of their own'}. If an image carries several labels, give the list a `path,labels` header: each cell is "
             f"then a set of labels separated by {hp.label_separator!r} (and the model needs `task='multilabel'`)."
         )
     return _indexed(_split_train(hp, records, classes), classes, train.describe())
