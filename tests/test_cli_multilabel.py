@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_cv.cli import LightningCVCLI, main
+from lightning_cv.cli import LightningCVCLI
 from lightning_cv.data.shapes import SHAPE_CLASSES, MultiLabelShapesDataset
+from tests.test_cli_mistakes import one_line_error
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 
@@ -94,19 +95,6 @@ def test_fit_test_predict_from_csv_lists(in_tmp, capsys):
         labels = row["predicted_labels"].split(";") if row["predicted_labels"] else []
         assert set(labels) <= set(SHAPE_CLASSES)
         assert [pair.split(":")[0] for pair in row["scores"].split(";") if pair] == labels
-
-
-def one_line_error(capsys, args: list[str]) -> str:
-    try:
-        code = main(args)
-    except SystemExit as exit_info:
-        code = exit_info.code
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if "error:" in line]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 def test_a_multilabel_list_with_a_multiclass_model_is_one_line_naming_the_fix(in_tmp, capsys):

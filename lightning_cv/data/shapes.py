@@ -120,7 +120,32 @@ def _draw_shape(
     )
 
 
-class ShapesDataset(Dataset):
+class _SplitOfShapes(Dataset):
+    """What both shapes sets share: ``num_samples`` images of one split, each a pure function of its index."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        image_size: int,
+        seed: int,
+        split: str,
+        transform: Callable[[Image.Image], Any] | None,
+    ) -> None:
+        if split not in _SPLIT_IDS:
+            raise ValueError(f"Expected `split` to be one of {', '.join(_SPLIT_IDS)}, but got {split!r}.")
+        if num_samples < 1 or image_size < 16:
+            raise ValueError(f"Expected num_samples >= 1 and image_size >= 16, got {num_samples} and {image_size}.")
+        self.num_samples = num_samples
+        self.image_size = image_size
+        self.seed = seed
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ShapesDataset(_SplitOfShapes):
     """Six classes of shapes (circle, square, triangle, star, cross, ring) at random positions, sizes, rotations and
     colours over gradient-and-stripe textures with noise and clutter lines.
 
@@ -145,16 +170,8 @@ class ShapesDataset(Dataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
     ) -> None:
-        _check_arguments(num_samples, image_size, split)
-        self.num_samples = num_samples
-        self.image_size = image_size
-        self.seed = seed
-        self.split = split
-        self.transform = transform
+        super().__init__(num_samples, image_size, seed, split, transform)
         self.targets = [i % len(SHAPE_CLASSES) for i in range(num_samples)]
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def render(self, index: int) -> tuple[Image.Image, int, Box]:
         """The image, its label and the object's bounding box ``(x0, y0, x1, y1)``."""
@@ -175,14 +192,7 @@ class ShapesDataset(Dataset):
         return (self.transform(image) if self.transform is not None else image), label
 
 
-def _check_arguments(num_samples: int, image_size: int, split: str) -> None:
-    if split not in _SPLIT_IDS:
-        raise ValueError(f"Expected `split` to be one of {', '.join(_SPLIT_IDS)}, but got {split!r}.")
-    if num_samples < 1 or image_size < 16:
-        raise ValueError(f"Expected num_samples >= 1 and image_size >= 16, got {num_samples} and {image_size}.")
-
-
-class MultiLabelShapesDataset(Dataset):
+class MultiLabelShapesDataset(_SplitOfShapes):
     """Zero to three different shapes per image, each in its own quarter of the image: the multi-label twin of
     :class:`ShapesDataset`, with the same six classes, shapes, colours and backgrounds.
 
@@ -216,12 +226,7 @@ class MultiLabelShapesDataset(Dataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
     ) -> None:
-        _check_arguments(num_samples, image_size, split)
-        self.num_samples = num_samples
-        self.image_size = image_size
-        self.seed = seed
-        self.split = split
-        self.transform = transform
+        super().__init__(num_samples, image_size, seed, split, transform)
         #: the label indices of each image, sorted (empty for an image without shapes)
         self.targets: list[tuple[int, ...]] = [self._labels(i) for i in range(num_samples)]
 
@@ -238,9 +243,6 @@ class MultiLabelShapesDataset(Dataset):
     def label_sets(self) -> Tensor:
         """Boolean ``(N, 6)``: which shapes each image holds."""
         return multi_hot(self.targets, self.num_classes).bool()
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def render(self, index: int) -> tuple[Image.Image, tuple[int, ...], list[Box]]:
         """The image, its label indices and each shape's bounding box ``(x0, y0, x1, y1)``, in label order."""
