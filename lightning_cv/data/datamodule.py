@@ -1,9 +1,10 @@
 """ImageDataModule: from files (or a named dataset) to augmented, mixed batches on the device.
 
-Why this file is ~600 lines: it is the one class users configure, and it holds the Lightning hooks in the order they
+Why this file is ~610 lines: it is the one class users configure, and it holds the Lightning hooks in the order they
 run (prepare_data, setup, the loaders, on-device mixing, state for resume). Everything else it uses lives apart:
 argument checks (``arguments.py``), which images there are (``discovery.py``), the data config (``config.py``),
-transforms, mixing, file and label checks and the resumable loader (``lightning_cv.resume``).
+transforms, mixing, file and label checks, label counts (``label_counts.py``) and the resumable loader
+(``lightning_cv.resume``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from lightning_cv.data.datasets import (
 from lightning_cv.data.discovery import IndexedRecord, data_source, discover
 from lightning_cv.data.file_index import FileFacts, scan_files
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
+from lightning_cv.data.label_counts import as_label_sets, balanced_sample_weights, label_counts
 from lightning_cv.data.links import FollowLinks, SkippedPath, skipped_report
 from lightning_cv.data.mixing import BatchMixer
 from lightning_cv.data.shapes import MultiLabelShapesDataset, ShapesDataset
@@ -459,12 +461,12 @@ class ImageDataModule(LightningDataModule):
         return [int(t) for t in targets]
 
     def _label_sets(self, split: str) -> list[tuple[int, ...]]:
-        """The label indices of each image of a multi-label ``split``."""
+        """The label indices of each image of ``split``: one for a multi-class image, any number for multi-label."""
         dataset = self.datasets.get(split)
         targets = getattr(dataset, "targets", None)
         if targets is None:
             raise ValueError(f"No labelled {split} split; call `setup()` first, or add {split} data.")
-        return [tuple(int(i) for i in t) for t in targets]
+        return as_label_sets(targets)
 
     def class_balance(self, split: str = "train") -> ClassBalance | LabelBalance:
         """Images per class of ``split`` and the imbalance ratio (largest / smallest class); for multi-label data a
@@ -497,13 +499,8 @@ class ImageDataModule(LightningDataModule):
         For ``BCEWithLogitsLoss(pos_weight=(images - positives) / positives.clamp_min(1))``, which weighs a rare
         label's few positives as much as its many negatives.
         """
-        if self.task == MULTILABEL:
-            sets = self._label_sets(split)
-            _, labels = _flatten(sets)
-            return torch.bincount(labels, minlength=self.num_classes).to(torch.float32), len(sets)
-        targets = self._targets(split)
-        counts = torch.bincount(torch.tensor(targets, dtype=torch.long), minlength=self.num_classes)
-        return counts.to(torch.float32), len(targets)
+        sets = self._label_sets(split)
+        return label_counts(sets, self.num_classes), len(sets)
 
     # ------------------------------------------------------------------ loaders
     def _num_workers(self) -> int:
@@ -522,23 +519,7 @@ class ImageDataModule(LightningDataModule):
         return min(8, max(1, per_process - 1))
 
     def _balanced_weights(self, split: str) -> Tensor:
-        if self.task == MULTILABEL:
-            return self._balanced_multilabel_weights(split)
-        # inverse class frequency: every class is drawn equally often on average
-        targets = torch.tensor(self._targets(split))
-        counts = torch.bincount(targets, minlength=self.num_classes).clamp_min(1)
-        return (1.0 / counts.double())[targets]
-
-    def _balanced_multilabel_weights(self, split: str) -> Tensor:
-        # an image is as rare as its rarest label: weighted by the largest inverse frequency among its labels, so
-        # rare labels are drawn far more often (exact balance is out of reach: labels share images); images without
-        # labels count as one more group
-        sets = self._label_sets(split)
-        images, labels = _flatten(sets)
-        inverse = 1.0 / torch.bincount(labels, minlength=self.num_classes).clamp_min(1).double()
-        weights = torch.zeros(len(sets), dtype=torch.double).scatter_reduce_(0, images, inverse[labels], "amax")
-        none = torch.tensor([not s for s in sets])
-        return torch.where(none, 1.0 / none.sum().clamp_min(1).double(), weights)
+        return balanced_sample_weights(self._label_sets(split), self.num_classes)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
@@ -629,10 +610,3 @@ class ImageDataModule(LightningDataModule):
         # this data module); a loader from an earlier run must not take it
         self._train_loader_state = state_dict.get("train_loader")
 
-
-def _flatten(label_sets: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-    """``(image index, label index)`` of every label of every image: multi-label counts without (N, C) rows, which
-    would take 4 GB for a million images of a thousand classes."""
-    images = [i for i, labels in enumerate(label_sets) for _ in labels]
-    labels = [label for labels in label_sets for label in labels]
-    return torch.tensor(images, dtype=torch.long), torch.tensor(labels, dtype=torch.long)

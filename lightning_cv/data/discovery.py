@@ -199,8 +199,9 @@ def _lists(hp: Any) -> Discovered:
     if joined:
         rank_zero_warn(
             f"{train.describe()}, so {joined[:3]} "
-            f"{'is a class of its own' if len(joined) == 1 else 'are classes of their own'}. If an image carries several labels, give the list a `path,labels` header: each cell is "
-            f"then a set of labels separated by {hp.label_separator!r} (and the model needs `task='multilabel'`)."
+            f"{'is a class of its own' if len(joined) == 1 else 'are classes of their own'}. If an image carries "
+            "several labels, give the list a `path,labels` header: each cell is then a set of labels separated by "
+            f"{hp.label_separator!r} (and the model needs `task='multilabel'`)."
         )
     return _indexed(_split_train(hp, records, classes), classes, train.describe())
 
