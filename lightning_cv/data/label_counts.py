@@ -17,7 +17,7 @@ __all__ = ["as_label_sets", "balanced_sample_weights", "label_counts"]
 
 def as_label_sets(targets: Sequence[int | Sequence[int]]) -> list[tuple[int, ...]]:
     """Class indices or label-index tuples as label sets: ``3`` becomes ``(3,)``."""
-    return [tuple(int(i) for i in t) if isinstance(t, (tuple, list)) else (int(t),) for t in targets]
+    return [tuple(int(i) for i in t) if isinstance(t, Sequence) else (int(t),) for t in targets]
 
 
 def _pairs(label_sets: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
