@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ASL_DEFAULTS",
+    "FOCAL_DEFAULTS",
     "MULTILABEL_LOSSES",
     "AsymmetricLoss",
     "BinaryCrossEntropy",
@@ -26,6 +27,8 @@ __all__ = [
     "SoftTargetCrossEntropy",
     "asymmetric_loss",
     "binary_cross_entropy",
+    "focal_loss",
+    "logit_adjusted",
     "smooth_binary_targets",
     "smooth_targets",
     "soft_target_cross_entropy",
@@ -33,6 +36,8 @@ __all__ = [
 
 #: the multi-label losses by name: binary cross entropy with logits, and the asymmetric loss
 MULTILABEL_LOSSES = ("bce", "asl")
+#: the focal loss's focusing parameter of Lin et al. (ICCV 2017)
+FOCAL_DEFAULTS = {"gamma": 2.0}
 #: the asymmetric loss settings of Ridnik et al. (ICCV 2021) for MS-COCO: focus on hard negatives (gamma_neg=4),
 #: none on positives, and easy negatives with probability below ``clip`` discarded
 ASL_DEFAULTS = {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05}
@@ -61,13 +66,18 @@ def smooth_targets(target: Tensor, num_classes: int, smoothing: float = 0.0) -> 
     return probs
 
 
-def soft_target_cross_entropy(logits: Tensor, target: Tensor, smoothing: float = 0.0) -> Tensor:
+def soft_target_cross_entropy(
+    logits: Tensor, target: Tensor, smoothing: float = 0.0, weight: Tensor | None = None
+) -> Tensor:
     """Mean over the batch of ``-sum_c q_c log softmax(logits)_c`` with ``q`` the (smoothed) target distribution.
 
     Args:
         logits: ``(N, C)`` unnormalised scores.
         target: ``(N, C)`` class probabilities (each row sums to one) or ``(N,)`` class indices.
         smoothing: label smoothing ``eps`` applied to the target distribution.
+        weight: ``(C,)`` class weights, as ``F.cross_entropy`` takes them: each term ``q_c log p_c`` is weighted by
+            ``w_c``; class indices are averaged over the weights of the batch's targets, probabilities over the
+            batch (PyTorch's definition).
     """
     _check_smoothing(smoothing)
     if logits.ndim != 2:
@@ -75,10 +85,51 @@ def soft_target_cross_entropy(logits: Tensor, target: Tensor, smoothing: float =
     if target.ndim == 1:
         if target.dtype.is_floating_point:
             raise TypeError(f"Expected class indices of an integer dtype, but got {target.dtype}.")
-        return F.cross_entropy(logits, target.long(), label_smoothing=smoothing)
+        return F.cross_entropy(logits, target.long(), weight=_on(weight, logits), label_smoothing=smoothing)
     if target.ndim != 2 or target.shape[1] != logits.shape[1]:
         raise ValueError(f"Expected soft targets of shape (N, {logits.shape[1]}), but got {tuple(target.shape)}.")
-    return F.cross_entropy(logits, target.to(logits.dtype), label_smoothing=smoothing)
+    return F.cross_entropy(logits, target.to(logits.dtype), weight=_on(weight, logits), label_smoothing=smoothing)
+
+
+def _on(weight: Tensor | None, logits: Tensor) -> Tensor | None:
+    return weight.to(logits.device, logits.dtype) if weight is not None else None
+
+
+def focal_loss(
+    logits: Tensor, target: Tensor, gamma: float = 2.0, smoothing: float = 0.0, weight: Tensor | None = None
+) -> Tensor:
+    """The focal loss (Lin et al., ICCV 2017) for one class per image: ``-sum_c w_c q_c (1 - p_c)^gamma log p_c``.
+
+    Easy examples (``p`` near 1 for their class) are down-weighted, so training dwells on hard ones, which in
+    imbalanced data are mostly the rare classes'. ``q`` is the (smoothed) target distribution, so label smoothing
+    and MixUp/CutMix targets work as with :func:`soft_target_cross_entropy`, and ``gamma=0`` is exactly that
+    cross entropy, class weights and their averaging included.
+    """
+    _check_smoothing(smoothing)
+    if gamma < 0:
+        raise ValueError(f"Expected `gamma` >= 0, but got {gamma}.")
+    if logits.ndim != 2:
+        raise ValueError(f"Expected logits of shape (N, C), but got {tuple(logits.shape)}.")
+    num_classes = logits.shape[1]
+    q = smooth_targets(target, num_classes, smoothing).to(logits.device)
+    log_p = logits.float().log_softmax(dim=1)
+    terms = q * (1.0 - log_p.exp()).pow(gamma) * log_p
+    w = weight.to(logits.device, torch.float32) if weight is not None else None
+    if w is not None:
+        terms = terms * w
+    per_image = -terms.sum(dim=1)
+    if w is not None and target.ndim == 1:  # as F.cross_entropy averages class indices: over their weights
+        return per_image.sum() / w[target.long()].sum()
+    return per_image.mean()
+
+
+def logit_adjusted(logits: Tensor, log_prior: Tensor, tau: float = 1.0) -> Tensor:
+    """``logits + tau * log(prior)``: the logit-adjusted loss of Menon et al. (ICLR 2021) is a loss on these.
+
+    Training on adjusted logits makes the plain logits estimate the balanced (class-prior-free) posterior: a rare
+    class no longer has to overcome its small prior, with nothing to change at inference.
+    """
+    return logits + tau * log_prior.to(logits.device, logits.dtype)
 
 
 class LabelSmoothingCrossEntropy(nn.Module):

@@ -113,3 +113,52 @@ def test_asymmetric_loss_matches_the_paper_formula_and_reduces_to_bce():
         asymmetric_loss(logits, torch.tensor([0, 1, 2, 0, 1]))
     with pytest.raises(ValueError, match="clip"):
         AsymmetricLoss(clip=1.5)
+
+
+# ---------------------------------------------------------------------------------------------------- imbalance
+def test_focal_loss_hand_worked_and_equal_to_weighted_cross_entropy_at_gamma_zero():
+    import math
+
+    from lightning_cv.losses import focal_loss
+
+    # logits (2, 0), class 0: p = e^2 / (e^2 + 1); FL = -(1 - p)^2 log p
+    p = math.exp(2) / (math.exp(2) + 1)
+    assert focal_loss(torch.tensor([[2.0, 0.0]]), torch.tensor([0]), gamma=2.0).item() == pytest.approx(
+        -((1 - p) ** 2) * math.log(p), rel=1e-5
+    )
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 4, generator=g), torch.tensor([0, 1, 2, 3, 1, 1])
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    soft = torch.softmax(torch.randn(6, 4, generator=g), dim=1)
+    for target in (labels, soft):  # hard and mixed targets, with smoothing and class weights
+        expected = F.cross_entropy(logits, target, weight=weight, label_smoothing=0.1)
+        assert focal_loss(logits, target, 0.0, 0.1, weight).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="gamma"):
+        focal_loss(logits, labels, gamma=-1.0)
+
+
+def test_class_weights_are_those_of_f_cross_entropy():
+    from lightning_cv.losses import soft_target_cross_entropy
+
+    g = torch.Generator().manual_seed(2)
+    logits, labels = torch.randn(8, 3, generator=g), torch.tensor([0, 0, 0, 0, 0, 1, 1, 2])
+    weight = torch.tensor([0.5, 1.0, 3.0])
+    expected = F.cross_entropy(logits, labels, weight=weight)
+    assert soft_target_cross_entropy(logits, labels, weight=weight).item() == pytest.approx(expected.item())
+    # by hand: sum_i w_{y_i} * -log p_{y_i} / sum_i w_{y_i}
+    log_p = logits.log_softmax(1)
+    manual = -(weight[labels] * log_p[torch.arange(8), labels]).sum() / weight[labels].sum()
+    assert expected.item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def test_logit_adjustment_adds_tau_log_prior():
+    import math
+
+    from lightning_cv.losses import logit_adjusted
+
+    prior = torch.tensor([0.9, 0.1])
+    adjusted = logit_adjusted(torch.tensor([[1.0, 1.0]]), prior.log(), tau=1.0)
+    torch.testing.assert_close(adjusted, torch.tensor([[1.0 + math.log(0.9), 1.0 + math.log(0.1)]]))
+    # the loss on adjusted logits punishes a rare class's miss more: its logit must beat its small prior
+    loss_rare = F.cross_entropy(adjusted, torch.tensor([1])).item()
+    assert loss_rare == pytest.approx(-math.log(0.1 / (0.9 + 0.1)), rel=1e-5)

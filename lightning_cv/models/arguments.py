@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning_cv.data.batch import MULTILABEL, check_task
-from lightning_cv.losses import ASL_DEFAULTS
+from lightning_cv.losses import ASL_DEFAULTS, FOCAL_DEFAULTS
 from lightning_cv.models.backbone import check_backbone_name
 from lightning_cv.models.compiling import check_compile_spec
 from lightning_cv.optim.optimizers import check_optimizer
@@ -101,7 +101,7 @@ def validate_arguments(args: dict[str, Any]) -> None:
             )
 
 
-LOSSES = ("auto", "cross_entropy", "bce", "asl")
+LOSSES = ("auto", "cross_entropy", "focal", "bce", "asl")
 
 
 def _check_task_settings(args: dict[str, Any]) -> None:
@@ -112,11 +112,22 @@ def _check_task_settings(args: dict[str, Any]) -> None:
     loss, pos_weight, thresholds = args["loss"], args["pos_weight"], args["thresholds"]
     if loss not in LOSSES:
         raise ValueError(f"Expected argument `loss` to be one of {', '.join(map(repr, LOSSES))}, but got {loss!r}.")
-    if task == MULTILABEL and loss == "cross_entropy":
+    if task == MULTILABEL and loss in ("cross_entropy", "focal"):
         raise ValueError(
-            "`loss='cross_entropy'` is for one class per image, but `task='multilabel'`: use `loss='bce'` (or "
+            f"`loss={loss!r}` is for one class per image, but `task='multilabel'`: use `loss='bce'` (or "
             "'auto') or `loss='asl'`."
         )
+    if task == MULTILABEL:
+        for name, fix in (("class_weights", "`pos_weight`"), ("logit_adjustment", "`pos_weight` or `loss='asl'`")):
+            if args[name] is not None:
+                raise ValueError(
+                    f"`{name}` is for one class per image, but `task='multilabel'`: weigh each label's positives "
+                    f"with {fix} instead."
+                )
+    _check_class_weights(args["class_weights"], args["num_classes"])
+    tau = args["logit_adjustment"]
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or tau < 0):
+        raise ValueError(f"Expected `logit_adjustment` (tau) to be a number >= 0 or None, but got {tau!r}.")
     if task != MULTILABEL:
         for name, value in (("loss", loss if loss in ("bce", "asl") else None), ("thresholds", thresholds),
                             ("pos_weight", pos_weight)):  # fmt: skip
@@ -146,13 +157,31 @@ def _check_task_settings(args: dict[str, Any]) -> None:
             )
     settings = args["loss_kwargs"]
     if settings is not None:
-        if loss != "asl":
-            raise ValueError(f"`loss_kwargs` sets the asymmetric loss (`loss='asl'`), but `loss={loss!r}`.")
-        unknown = sorted(set(settings) - set(ASL_DEFAULTS))
+        known = {"asl": ASL_DEFAULTS, "focal": FOCAL_DEFAULTS}.get(loss)
+        if known is None:
+            raise ValueError(
+                f"`loss_kwargs` sets the focal loss (`loss='focal'`) or the asymmetric loss (`loss='asl'`), but "
+                f"`loss={loss!r}`."
+            )
+        unknown = sorted(set(settings) - set(known))
         if unknown:
-            raise ValueError(f"Unknown `loss_kwargs` {unknown} for `loss='asl'`; choose from {sorted(ASL_DEFAULTS)}.")
+            raise ValueError(f"Unknown `loss_kwargs` {unknown} for `loss={loss!r}`; choose from {sorted(known)}.")
         for key, value in settings.items():
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
             if not ok or (key == "clip" and value >= 1):
                 raise ValueError(f"Expected `loss_kwargs['{key}']` >= 0{' and < 1' if key == 'clip' else ''}, "
                                  f"but got {value!r}.")  # fmt: skip
+
+
+def _check_class_weights(weights: Any, num_classes: int) -> None:
+    if weights is None or weights == "balanced":
+        return
+    if isinstance(weights, str):
+        raise ValueError(f"Expected `class_weights` 'balanced', a list of numbers or None, but got {weights!r}.")
+    if len(weights) != num_classes or any(
+        isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in weights
+    ):
+        raise ValueError(
+            f"Expected `class_weights` to hold one positive number per class ({num_classes}), but got "
+            f"{list(weights)!r}."
+        )

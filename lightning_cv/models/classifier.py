@@ -24,13 +24,20 @@ from torch import Tensor, nn
 from lightning_cv.data.batch import (
     MULTILABEL,
     hard_labels,
-    is_soft,
     predicted_sets,
     split_batch,
     split_labelled_batch,
 )
 from lightning_cv.data.config import DataConfig
-from lightning_cv.losses import ASL_DEFAULTS, asymmetric_loss, binary_cross_entropy, soft_target_cross_entropy
+from lightning_cv.losses import (
+    ASL_DEFAULTS,
+    FOCAL_DEFAULTS,
+    asymmetric_loss,
+    binary_cross_entropy,
+    focal_loss,
+    logit_adjusted,
+    soft_target_cross_entropy,
+)
 from lightning_cv.models.arguments import safe_yaml_hparams, validate_arguments
 from lightning_cv.models.backbone import create_backbone, resolve_data_config
 from lightning_cv.models.ddp_rewrap import rewrap_ddp
@@ -89,10 +96,18 @@ class ImageClassifier(LightningModule):
             from the last milestone on.
         label_smoothing: applied to hard labels and to mixed (soft) targets alike; for multi-label targets each
             binary target moves towards 0.5 (``(1 - eps) y + eps / 2``).
-        loss: ``"auto"`` (cross entropy, or for multi-label binary cross entropy), ``"cross_entropy"``, ``"bce"``
+        loss: ``"auto"`` (cross entropy, or for multi-label binary cross entropy), ``"cross_entropy"``, ``"focal"``
+            (the focal loss of Lin et al., ICCV 2017: hard, often rare-class, images weigh more), ``"bce"``
             (multi-label: binary cross entropy with logits) or ``"asl"`` (multi-label: the asymmetric loss of Ridnik
             et al., ICCV 2021, with their MS-COCO settings gamma_neg=4, gamma_pos=0, clip=0.05).
-        loss_kwargs: settings of the ``"asl"`` loss: ``gamma_neg``, ``gamma_pos``, ``clip``.
+        loss_kwargs: settings of the ``"focal"`` loss (``gamma``, default 2) or of ``"asl"`` (``gamma_neg``,
+            ``gamma_pos``, ``clip``).
+        class_weights: multi-class: weight of each class in the loss, ``"balanced"`` (inverse class frequency, mean
+            1, counted by the data module when fit starts) or one positive number per class; as
+            ``F.cross_entropy(weight=...)`` applies them, to hard and mixed targets alike.
+        logit_adjustment: multi-class: ``tau`` of the logit-adjusted loss (Menon et al., ICLR 2021; 1 in the paper):
+            the loss sees ``logits + tau * log(class prior)``, priors counted from the training labels when fit
+            starts, so the plain logits learn the balanced posterior; inference is unchanged. ``None``: off.
         pos_weight: multi-label ``"bce"``: weight of each label's positive term, ``"balanced"`` (negatives /
             positives of the training labels, counted by the data module when fit starts) or one number per label.
         optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` (or any timm optimizer name), or a callable taking parameter
@@ -143,6 +158,8 @@ class ImageClassifier(LightningModule):
         loss: Literal["auto", "cross_entropy", "bce", "asl"] = "auto",
         loss_kwargs: dict[str, float] | None = None,
         pos_weight: Literal["balanced"] | list[float] | None = None,
+        class_weights: Literal["balanced"] | list[float] | None = None,
+        logit_adjustment: float | None = None,
         optimizer: str | OptimizerCallable = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -205,6 +222,10 @@ class ImageClassifier(LightningModule):
         self._multilabel = task == MULTILABEL
         #: multi-label: the weight of each label's positive term in the loss (``pos_weight``), set at fit start
         self.pos_weight: Tensor | None = torch.tensor(pos_weight) if isinstance(pos_weight, list) else None
+        #: multi-class: the weight of each class in the loss (``class_weights``), set at fit start for "balanced"
+        self.class_weights: Tensor | None = torch.tensor(class_weights) if isinstance(class_weights, list) else None
+        #: multi-class ``logit_adjustment``: the log class priors of the training labels, set at fit start
+        self.log_prior: Tensor | None = None
         #: the per-class rows of the last validation or test (multi-label: support, AP, F1, precision, recall,
         #: threshold), also written as ``per_class_test.csv``/``.md`` into the run directory after testing
         self.per_class: list[dict[str, Any]] | None = None
@@ -334,21 +355,36 @@ class ImageClassifier(LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.get("pos_weight") == "balanced":
             self.pos_weight = self._balanced_pos_weight()
+        if self.hparams.get("class_weights") == "balanced":
+            positives, _ = self._label_counts("class_weights='balanced'")
+            weights = positives.sum() / positives.clamp_min(1.0)
+            self.class_weights = weights / weights.mean()
+            listed = self._listed(self.class_weights)
+            rank_zero_info(f"class_weights='balanced' (inverse class frequency, mean 1): {listed}")
+        if self.hparams.get("logit_adjustment") is not None:
+            positives, images = self._label_counts("logit_adjustment")
+            self.log_prior = (positives.clamp_min(1.0) / images).log()
 
-    def _balanced_pos_weight(self) -> Tensor:
+    def _label_counts(self, option: str) -> tuple[Tensor, int]:
         counts = getattr(getattr(self.trainer, "datamodule", None), "label_counts", None)
         if counts is None:
             raise ValueError(
-                "`pos_weight='balanced'` counts the training labels through the data module, but this fit has none "
-                "with `label_counts()` (ImageDataModule). Pass one weight per label instead, e.g. `pos_weight=[...]`."
+                f"`{option}` counts the training labels through the data module, but this fit has none with "
+                "`label_counts()` (ImageDataModule). Give the values yourself (one per class), or fit with an "
+                "ImageDataModule."
             )
-        positives, images = counts("train")
+        return counts("train")
+
+    def _listed(self, values: Tensor) -> str:
+        names = self.hparams.get("class_names") or [str(i) for i in range(len(values))]
+        return ", ".join(f"{n}: {v:.2f}" for n, v in list(zip(names, values.tolist(), strict=True))[:10])
+
+    def _balanced_pos_weight(self) -> Tensor:
+        positives, images = self._label_counts("pos_weight='balanced'")
         positives = positives.float()
         weight = (images - positives) / positives.clamp_min(1.0)
         weight[positives == 0] = 1.0
-        names = self.hparams.get("class_names") or [str(i) for i in range(len(weight))]
-        listed = ", ".join(f"{n}: {w:.2f}" for n, w in list(zip(names, weight.tolist(), strict=True))[:10])
-        rank_zero_info(f"pos_weight='balanced' (negatives / positives per label): {listed}")
+        rank_zero_info(f"pos_weight='balanced' (negatives / positives per label): {self._listed(weight)}")
         return weight
 
     def on_train_start(self) -> None:
@@ -468,12 +504,19 @@ class ImageClassifier(LightningModule):
         smoothing = self.hparams["label_smoothing"]
         if self._multilabel:
             loss = self._multilabel_loss(logits, target, smoothing)
-        elif is_soft(target):
-            loss = soft_target_cross_entropy(logits, target, smoothing)
         else:
-            loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
+            loss = self._multiclass_loss(logits, target, smoothing)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
         return loss
+
+    def _multiclass_loss(self, logits: Tensor, target: Tensor, smoothing: float) -> Tensor:
+        tau = self.hparams.get("logit_adjustment")
+        if tau is not None and self.log_prior is not None:
+            logits = logit_adjusted(logits, self.log_prior, tau)
+        if self.hparams.get("loss") == "focal":
+            gamma = {**FOCAL_DEFAULTS, **(self.hparams.get("loss_kwargs") or {})}["gamma"]
+            return focal_loss(logits, target, gamma, smoothing, self.class_weights)
+        return soft_target_cross_entropy(logits, target, smoothing, self.class_weights)  # indices or probabilities
 
     def _multilabel_loss(self, logits: Tensor, target: Tensor, smoothing: float) -> Tensor:
         if self.hparams.get("loss") == "asl":
