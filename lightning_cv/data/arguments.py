@@ -70,7 +70,14 @@ def validate_arguments(hp: Any) -> None:
     ):
         if hp[name] not in allowed:
             _fail(name, hp[name], f"one of {', '.join(allowed)}")
-    data_source(hp)  # an unknown dataset name fails here, not at setup
+    source = data_source(hp)  # an unknown dataset name fails here, not at setup
+    if source in ("shapes", "shapes_multilabel") and hp.dataset_kwargs:
+        known = {"num_train", "num_val", "num_test", "image_size"} | (
+            {"train_class_fractions"} if source == "shapes" else set()
+        )
+        unknown = sorted(set(hp.dataset_kwargs) - known)
+        if unknown:
+            _fail(f"dataset_kwargs of {source!r}", unknown, f"keys from {', '.join(sorted(known))}")
     lists = [name for name in ("val_file", "test_file") if hp[name] is not None]
     if lists and hp.train_file is None:
         raise ValueError(

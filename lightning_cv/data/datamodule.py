@@ -349,8 +349,12 @@ class ImageDataModule(LightningDataModule):
         source = data_source(self._hp)
         if source in ("shapes", "shapes_multilabel"):
             opts = {**SHAPES_DEFAULTS, **(hp.dataset_kwargs or {})}
-            shapes = ShapesDataset if source == "shapes" else MultiLabelShapesDataset
-            return shapes(opts[f"num_{split}"], image_size=opts["image_size"], seed=hp.seed, split=split, transform=tf)
+            size, count = opts["image_size"], opts[f"num_{split}"]
+            if source == "shapes_multilabel":
+                return MultiLabelShapesDataset(count, image_size=size, seed=hp.seed, split=split, transform=tf)
+            # an imbalanced training split (validation and test stay balanced, to measure every class alike)
+            fractions = opts.get("train_class_fractions") if split == "train" else None
+            return ShapesDataset(count, size, hp.seed, split, tf, class_fractions=fractions)
         if source == "torchvision":
             return TransformSubset(self._tv[split], self._tv_indices[split], tf) if split in self._tv else None
         if split in self._records:

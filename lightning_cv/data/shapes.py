@@ -9,7 +9,7 @@ known, so tests can check that an explanation (Grad-CAM) looks at the object rat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,23 @@ class _SplitOfShapes(Dataset):
         return self.num_samples
 
 
+def _imbalanced_targets(num_samples: int, fractions: Sequence[float]) -> list[int]:
+    """``num_samples`` labels with the classes in the given proportions (each at least one image), interleaved."""
+    if len(fractions) != len(SHAPE_CLASSES) or any(
+        isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0 for f in fractions
+    ):
+        raise ValueError(
+            f"Expected `class_fractions` to be {len(SHAPE_CLASSES)} positive numbers (one per shape: "
+            f"{', '.join(SHAPE_CLASSES)}), but got {list(fractions)!r}."
+        )
+    total = float(sum(fractions))
+    counts = [max(1, round(num_samples * f / total)) for f in fractions]
+    counts[max(range(len(counts)), key=counts.__getitem__)] += num_samples - sum(counts)  # exactly num_samples
+    # spread each class evenly over the split: the k-th image of class c sits at (k + 0.5) / n_c along it
+    ranked = sorted(((k + 0.5) / n, c) for c, n in enumerate(counts) for k in range(n))
+    return [c for _, c in ranked]
+
+
 class ShapesDataset(_SplitOfShapes):
     """Six classes of shapes (circle, square, triangle, star, cross, ring) at random positions, sizes, rotations and
     colours over gradient-and-stripe textures with noise and clutter lines.
@@ -158,6 +175,8 @@ class ShapesDataset(_SplitOfShapes):
         seed: base seed; ``(seed, split, index)`` fixes every image.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``; each split renders different images.
         transform: applied to the PIL image.
+        class_fractions: relative share of each class (six positive numbers), for an imbalanced set: ``[1, 1, 1, 1,
+            1, 0.05]`` makes rings 5% as common as each other shape. ``None``: balanced.
     """
 
     classes = list(SHAPE_CLASSES)
@@ -169,9 +188,13 @@ class ShapesDataset(_SplitOfShapes):
         seed: int = 0,
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
+        class_fractions: Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_samples, image_size, seed, split, transform)
-        self.targets = [i % len(SHAPE_CLASSES) for i in range(num_samples)]
+        if class_fractions is None:
+            self.targets = [i % len(SHAPE_CLASSES) for i in range(num_samples)]
+        else:
+            self.targets = _imbalanced_targets(num_samples, class_fractions)
 
     def render(self, index: int) -> tuple[Image.Image, int, Box]:
         """The image, its label and the object's bounding box ``(x0, y0, x1, y1)``."""

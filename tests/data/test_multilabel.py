@@ -555,3 +555,4 @@ def test_a_single_label_list_whose_labels_hold_the_separator_gets_a_hint(tmp_pat
     train = labels_csv(tmp_path, ["cat", "cat;dog", "dog"], column="label")
     with pytest.warns(UserWarning, match=r"'cat;dog'.*`path,labels` header"):
         assert data(tmp_path, train).class_names == ["cat", "cat;dog", "dog"]
+

@@ -39,3 +39,21 @@ def test_box_holds_the_object(index):
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"Expected `split` to be one of train, val, test, predict"):
         ShapesDataset(split="holdout")
+
+
+def test_an_imbalanced_shapes_training_split_and_its_checks():
+    from lightning_cv import ImageDataModule
+    from lightning_cv.data.shapes import ShapesDataset
+
+    dm = ImageDataModule(dataset="shapes", image_size=32, dataset_kwargs={
+        "num_train": 420, "num_val": 60, "num_test": 60, "image_size": 32,
+        "train_class_fractions": [1, 1, 1, 1, 1, 0.05]})  # fmt: skip
+    dm.setup("fit")
+    counts = dm.class_balance("train").counts
+    # 420 / 5.05 = 83.2 each, 4 rings; the one image left over goes to the first of the largest classes
+    assert counts["ring"] == 4 and counts["circle"] == 84 and counts["square"] == 83 and sum(counts.values()) == 420
+    assert set(dm.class_balance("val").counts.values()) == {10}  # validation stays balanced
+    with pytest.raises(ValueError, match="6 positive numbers"):
+        ShapesDataset(10, class_fractions=[1, 1])
+    with pytest.raises(ValueError, match=r"dataset_kwargs of 'shapes_multilabel'.*train_class_fractions"):
+        ImageDataModule(dataset="shapes_multilabel", dataset_kwargs={"train_class_fractions": [1] * 6})
