@@ -100,6 +100,7 @@ def print_table(rows: Sequence[dict[str, Any]], title: str | None = None, digits
     for row in rows:
         table.add_row(*(Text(format_cell(row[column], digits)) for column in columns))
     console = Console(file=sys.stdout)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, width=max(console.width, console.measure(table).maximum))
+    if not console.is_terminal:  # measured on a console wide enough not to clamp the measure
+        natural = Console(file=sys.stdout, width=10_000).measure(table).maximum
+        console = Console(file=sys.stdout, width=max(console.width, natural))
     console.print(table)
