@@ -50,13 +50,13 @@ from lightning_cv.models.freezing import (
     frozen_groups_at_epoch,
     layer_groups,
 )
-from lightning_cv.models.metrics import build_metrics, confusion_matrix_image
+from lightning_cv.models.metrics import build_metrics, confusion_matrix_image, per_class_rows
 from lightning_cv.models.multilabel_metrics import MultilabelMetrics
+from lightning_cv.models.per_class_report import report_per_class
 from lightning_cv.models.thresholds import DecisionThresholds, check_thresholds
 from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups
 from lightning_cv.optim.schedules import build_scheduler
 from lightning_cv.reporting import log_image
-from lightning_cv.reporting.tables import format_table, write_table
 from lightning_cv.resume.keys import EMA_KEY, FREEZING_KEY
 from lightning_cv.resume.schedule import sync_lr_with_schedule
 from lightning_cv.resume.state import TrainingState
@@ -226,9 +226,11 @@ class ImageClassifier(LightningModule):
         self.class_weights: Tensor | None = torch.tensor(class_weights) if isinstance(class_weights, list) else None
         #: multi-class ``logit_adjustment``: the log class priors of the training labels, set at fit start
         self.log_prior: Tensor | None = None
-        #: the per-class rows of the last validation or test (multi-label: support, AP, F1, precision, recall,
-        #: threshold), also written as ``per_class_test.csv``/``.md`` into the run directory after testing
+        #: the per-class rows of the last validation or test (support, precision, recall, F1 and the class most
+        #: confused with; multi-label: support, AP, F1, precision, recall, threshold), written as
+        #: ``per_class_test.csv``/``.md`` into the run directory after testing (``per_class_val`` when fit ends)
         self.per_class: list[dict[str, Any]] | None = None
+        self._val_per_class: list[dict[str, Any]] | None = None
         if self._multilabel:
             self.decision = DecisionThresholds(num_classes, check_thresholds(thresholds, num_classes))
             self.val_metrics: Any = MultilabelMetrics(num_classes, prefix="val_")
@@ -353,6 +355,7 @@ class ImageClassifier(LightningModule):
         return [FrozenEvalModeWarningFilter()]
 
     def on_fit_start(self) -> None:
+        self._val_per_class = None  # a second fit never reports the first one's rows
         if self.hparams.get("pos_weight") == "balanced":
             self.pos_weight = self._balanced_pos_weight()
         if self.hparams.get("class_weights") == "balanced":
@@ -599,6 +602,7 @@ class ImageClassifier(LightningModule):
         metrics.reset()
         self.confusion_matrix = confmat.compute().cpu()
         confmat.reset()
+        self._report_rows(stage, per_class_rows(self.confusion_matrix, self.hparams.get("class_names")))
         if self.trainer.sanity_checking or not self.hparams["log_confusion_matrix"]:
             return
         if self.trainer.is_global_zero:  # every logger, each through its image API (PNG files for CSV or none)
@@ -618,20 +622,29 @@ class ImageClassifier(LightningModule):
         # equal on every rank already (torchmetrics synced them); sync_dist=True only tells Lightning so
         self.log(f"{stage}_map", scalars.pop(f"{stage}_map"), prog_bar=True, sync_dist=True)
         self.log_dict(scalars, sync_dist=True)
-        self.per_class = metrics.per_label(values, self.decision.values, self.hparams.get("class_names"))
+        self._report_rows(stage, metrics.per_label(values, self.decision.values, self.hparams.get("class_names")))
         fitting = self.trainer.state.fn == "fit"
         if stage == "val" and fitting and not self.trainer.sanity_checking and self.hparams["thresholds"] is None:
             # tuned on this validation, for the weights just evaluated: the checkpoint saved now carries them
             self.decision.values = values[f"{stage}_tuned_thresholds"].cpu()
         metrics.reset()
-        if stage == "test":
-            directory = self.trainer.log_dir or self.trainer.default_root_dir  # asked on every rank (a collective)
-            if self.trainer.is_global_zero:
-                paths = write_table(self.per_class, directory, "per_class_test")
-                rank_zero_info(
-                    f"Per-class results on the test split (F1, precision and recall at the thresholds shown):\n"
-                    f"{format_table(self.per_class)}Written to {paths['csv']} and {paths['markdown']}"
-                )
+
+    def _report_rows(self, stage: str, rows: list[dict[str, Any]]) -> None:
+        """Keep ``stage``'s per-class rows; a test reports them now, the last validation of fit when fit ends."""
+        self.per_class = rows
+        if stage == "val" and not self.trainer.sanity_checking:
+            self._val_per_class = rows  # reported once, when fit ends: every epoch would flood the console
+        if stage == "test":  # on every rank: report_per_class asks trainer.log_dir, a collective under DDP
+            report_per_class(self.trainer, stage, rows, title=self._table_title(stage))
+
+    def _table_title(self, stage: str) -> str:
+        split = "test" if stage == "test" else "validation"
+        at = " at the thresholds shown" if self._multilabel else ""
+        return f"Per-class results on the {split} split (F1, precision and recall{at})"
+
+    def on_fit_end(self) -> None:
+        if self._val_per_class is not None:  # every rank calls this hook; report_per_class needs that
+            report_per_class(self.trainer, "val", self._val_per_class, title=self._table_title("val"))
 
     def on_validation_epoch_end(self) -> None:
         self._end_of_eval("val")

@@ -83,7 +83,8 @@ def per_class_rows(confusion: Tensor, class_names: Sequence[str] | None = None) 
     tp = np.diag(counts)
     support, predicted = counts.sum(axis=1), counts.sum(axis=0)
     precision, recall = _ratio(tp, predicted), _ratio(tp, support)
-    f1 = _ratio(2 * tp, 2 * tp + (predicted - tp) + (support - tp))  # torchmetrics' form: defined when P or R is
+    # torchmetrics' form, 2TP / (2TP + FP + FN): 0, not undefined, when precision alone is (a class never predicted)
+    f1 = _ratio(2 * tp, 2 * tp + (predicted - tp) + (support - tp))
     others = counts.copy()
     np.fill_diagonal(others, 0)
     worst = others.argmax(axis=1)
@@ -222,7 +223,7 @@ def confusion_matrix_image(
     label_size = min(13, cell - 3)
     if label_size < 7:  # too many classes for names: the matrix alone
         return np.asarray(grid)
-    shading = "shade: share of row" if normalize else "shade: count"
+    shading = "shade: row share" if normalize else "shade: count"
     return np.asarray(_with_class_names(grid, names, cell, label_size, shading))
 
 

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
-__all__ = ["log_image"]
+__all__ = ["log_image", "safe_tag"]
 
 #: the image folders already named to the user, per trainer (one line per run, not one per epoch)
 _announced: weakref.WeakKeyDictionary[Trainer, set[Path]] = weakref.WeakKeyDictionary()
@@ -65,7 +65,7 @@ def log_image(trainer: Trainer, tag: str, image: np.ndarray | Image.Image, step:
         if logger is not None and _send(logger, tag, picture, step):
             continue
         folder = _run_dir(trainer, logger) / "images"
-        path = folder / _safe_tag(tag) / f"step_{step:06d}.png"
+        path = folder / safe_tag(tag) / f"step_{step:06d}.png"
         if path in written:  # two loggers sharing one run directory
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def _send(logger: Logger, tag: str, image: np.ndarray, step: int) -> bool:
     if hasattr(experiment, "log_image"):
         run_id = getattr(logger, "run_id", None)
         if run_id is not None:  # an MlflowClient: images are artifacts of the logger's run
-            experiment.log_image(run_id, image, artifact_file=f"images/{_safe_tag(tag)}/step_{step:06d}.png")
+            experiment.log_image(run_id, image, artifact_file=f"images/{safe_tag(tag)}/step_{step:06d}.png")
         else:
             experiment.log_image(image, name=tag, step=step)
         return True
@@ -105,7 +105,7 @@ def _run_dir(trainer: Trainer, logger: Logger | None) -> Path:
     return Path(trainer.default_root_dir)
 
 
-def _safe_tag(tag: str) -> str:
+def safe_tag(tag: str) -> str:
     """``tag`` as one harmless file name: no separator, no ``..``, no leading dot, not empty."""
     name = re.sub(r"[^A-Za-z0-9_.-]+|\.{2,}", "_", tag).strip("._")
     return name[:120] or "image"

@@ -16,7 +16,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger
 
 # the same tag-to-file-name rule as the image artifacts, so a table and a picture of one tag sit side by side
-from lightning_cv.reporting.images import _safe_tag
+from lightning_cv.reporting.images import safe_tag
 from lightning_cv.reporting.tables import format_cell, format_table
 
 __all__ = ["log_table"]
@@ -77,7 +77,7 @@ def _send(logger: Logger, tag: str, rows: Sequence[dict[str, Any]], markdown: st
     if hasattr(experiment, "log_text"):
         run_id = getattr(logger, "run_id", None)
         if run_id is not None:  # an MlflowClient: text is an artifact of the logger's run
-            experiment.log_text(run_id, markdown, artifact_file=f"tables/{_safe_tag(tag)}/step_{step:06d}.md")
+            experiment.log_text(run_id, markdown, artifact_file=f"tables/{safe_tag(tag)}/step_{step:06d}.md")
         else:
             experiment.log_text(markdown, step=step, metadata={"tag": tag})
         return True
