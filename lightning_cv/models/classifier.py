@@ -155,7 +155,7 @@ class ImageClassifier(LightningModule):
         freeze_layers: int = 0,
         unfreeze_milestones: list[int] | None = None,
         label_smoothing: float = 0.0,
-        loss: Literal["auto", "cross_entropy", "bce", "asl"] = "auto",
+        loss: Literal["auto", "cross_entropy", "focal", "bce", "asl"] = "auto",
         loss_kwargs: dict[str, float] | None = None,
         pos_weight: Literal["balanced"] | list[float] | None = None,
         class_weights: Literal["balanced"] | list[float] | None = None,

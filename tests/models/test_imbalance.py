@@ -101,3 +101,19 @@ def test_balanced_weights_without_a_data_module_name_the_fix(tmp_path):
 def test_bad_imbalance_options_name_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImageClassifier(backbone="test_resnet", pretrained=False, num_classes=3, **kwargs)
+
+
+def test_the_command_line_takes_every_imbalance_option(capsys):
+    import yaml
+
+    from lightning_cv.cli import main
+
+    args = ["fit", "--model.class_weights=balanced", "--model.loss=focal", "--model.loss_kwargs={gamma: 1.5}",
+            "--model.logit_adjustment=1", "--data.balanced_sampler=true", "--print_config"]  # fmt: skip
+    try:
+        main(args)
+    except SystemExit as exit_info:
+        assert exit_info.code in (0, None)
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert (model["class_weights"], model["loss"], model["logit_adjustment"]) == ("balanced", "focal", 1.0)
+    assert model["loss_kwargs"] == {"gamma": 1.5}
