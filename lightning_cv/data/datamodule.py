@@ -1,6 +1,6 @@
 """ImageDataModule: from files (or a named dataset) to augmented, mixed batches on the device.
 
-Why this file is ~610 lines: it is the one class users configure, and it holds the Lightning hooks in the order they
+Why this file is ~615 lines: it is the one class users configure, and it holds the Lightning hooks in the order they
 run (prepare_data, setup, the loaders, on-device mixing, state for resume). Everything else it uses lives apart:
 argument checks (``arguments.py``), which images there are (``discovery.py``), the data config (``config.py``),
 transforms, mixing, file and label checks, label counts (``label_counts.py``) and the resumable loader

@@ -1,6 +1,6 @@
 """ImageClassifier: a LightningModule around any timm backbone.
 
-Why this file is ~630 lines: it is the LightningModule's hooks, in the order Lightning calls them, for both tasks
+Why this file is ~690 lines: it is the LightningModule's hooks, in the order Lightning calls them, for both tasks
 (one class per image, a set of labels per image), and the 90-line docstring that is the reference for every
 argument. Argument checks (``arguments.py``), freezing (``freezing.py``), the backbone (``backbone.py``), checkpoint
 reading (``checkpoint.py``), DDP re-wrapping (``ddp_rewrap.py``), the metrics (``metrics.py``,
