@@ -613,12 +613,10 @@ class ImageClassifier(LightningModule):
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         if metrics.update_count == 0:
             return
-        values = metrics.compute_all()
+        # tuned on validation only: F1 at thresholds tuned on the very images scored would flatter a test; on
+        # validation it is the F1 of the thresholds the checkpoint saved now carries
+        values = metrics.compute_all(tune=stage == "val")
         scalars = {name: value for name, value in values.items() if value.ndim == 0}
-        if stage != "val":
-            # F1 at thresholds tuned on the very images scored flatters: reported for validation only, where it is
-            # the F1 of the thresholds the checkpoint saved now carries
-            scalars.pop(f"{stage}_f1_tuned")
         # equal on every rank already (torchmetrics synced them); sync_dist=True only tells Lightning so
         self.log(f"{stage}_map", scalars.pop(f"{stage}_map"), prog_bar=True, sync_dist=True)
         self.log_dict(scalars, sync_dist=True)

@@ -97,11 +97,11 @@ class MultilabelMetrics(nn.Module):
         """The averaged metrics by logged name (``<prefix>map``, ``<prefix>f1`` ...)."""
         return {name: value for name, value in self.compute_all().items() if value.ndim == 0}
 
-    def compute_all(self) -> dict[str, Tensor]:
+    def compute_all(self, tune: bool = False) -> dict[str, Tensor]:
         """:meth:`compute` plus the per-label values ``(C,)``, all under the prefix: ``ap_per_label``,
-        ``f1_per_label``, ``precision_per_label``, ``recall_per_label``, ``support`` (positives) and
-        ``tuned_thresholds`` (each label's F1-maximising threshold on these images), with ``f1_tuned``, the macro F1
-        at those thresholds over the labels with positives.
+        ``f1_per_label``, ``precision_per_label``, ``recall_per_label`` and ``support`` (positives). With ``tune``
+        also ``tuned_thresholds`` (each label's F1-maximising threshold on these images) and ``f1_tuned``, the macro
+        F1 at those thresholds over the labels with positives.
 
         The scores of every process are gathered once, for the average precision and the tuning alike.
         """
@@ -111,15 +111,17 @@ class MultilabelMetrics(nn.Module):
             per_label_ap = multilabel_average_precision(scores, targets, self.num_classes, average=None)
         support = targets.sum(0)
         has_positives = support > 0
-        tuned, best_f1 = tune_thresholds(scores, targets)
         nan = torch.tensor(math.nan, device=scores.device)
         values = {
             "map": per_label_ap[has_positives].float().mean() if bool(has_positives.any()) else nan,
             "ap_per_label": per_label_ap,
             "support": support,
-            "tuned_thresholds": tuned.to(scores.device),
-            "f1_tuned": best_f1[has_positives.cpu()].mean().to(scores.device) if bool(has_positives.any()) else nan,
         }
+        if tune:  # a sort of every label's scores: only where the thresholds are tuned
+            tuned, best_f1 = tune_thresholds(scores, targets)
+            values["tuned_thresholds"] = tuned.to(scores.device)
+            present = best_f1[has_positives.cpu()]
+            values["f1_tuned"] = present.mean().to(scores.device) if len(present) else nan
         values.update(self.decisions.compute())
         return {f"{self.prefix}{name}": value.float() if name != "support" else value for name, value in values.items()}
 
