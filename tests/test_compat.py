@@ -25,7 +25,10 @@ def test_old_checkpoint_loads_in_python_with_the_same_outputs():
     model = ImageClassifier.load_from_checkpoint(OLD / "last.ckpt").eval()
     assert model.hparams["backbone"] == "test_resnet" and model.hparams["class_names"][0] == "circle"
     state = torch.load(OLD / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    new = model.state_dict()
+    assert set(new) - set(state) == {"calibration._extra_state"}  # the one key added since: the calibration
+    assert all(torch.equal(v, new[k]) for k, v in state.items())
+    assert model.temperature == 1.0 and model.min_confidence is None  # written before calibration: uncalibrated
 
 
 def test_old_config_and_checkpoint_evaluate_and_resume(in_tmp):

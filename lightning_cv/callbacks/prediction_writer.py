@@ -16,6 +16,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_cv.data.batch import MULTILABEL, decision_thresholds, predicted_sets, task_of
+from lightning_cv.models.calibration import UNKNOWN
 from lightning_cv.reporting.tables import FORMULA_STARTS, csv_text
 
 __all__ = ["CSV_COLUMNS", "FORMULA_STARTS", "MULTILABEL_CSV_COLUMNS", "PredictionWriter", "csv_text"]
@@ -36,7 +37,9 @@ def _safe_name(name: str) -> str:
 class PredictionWriter(BasePredictionWriter):
     """Stream ``Trainer.predict`` results to ``<output_dir>/<filename>.csv`` (and ``.jsonl``).
 
-    Each row holds the image path, the predicted class name and index, its probability and the top-k classes. Images
+    Each row holds the image path, the predicted class name and index, its probability and the top-k classes; where
+    the module's ``predict_step`` answers "unknown" (class index -1 in its ``"preds"``, below its reject threshold
+    ``min_confidence``) the row says ``unknown`` and -1, with the probability and top-k still shown. Images
     that could not be read get a row with an ``error`` and no prediction, so the output accounts for every input;
     when *no* image could be read, the rows are written and then a ``ValueError`` ends the run (the command line
     exits with status 2), since an output without a single prediction is a failed run. Rows are written batch by
@@ -128,6 +131,7 @@ class PredictionWriter(BasePredictionWriter):
         k = min(self.top_k, probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)
         chosen = self._label_sets(pl_module, prediction, probs) if self._multilabel else None
+        answers = None if self._multilabel else self._answers(prediction, top_i[:, 0])
         rows = []
         for row, index in enumerate(indices):
             self._seen.add(int(index))
@@ -140,17 +144,26 @@ class PredictionWriter(BasePredictionWriter):
                 named = [names[c] for c in labels]
                 rows.append({"path": path, "labels": named, "scores": pairs, "top_k": top, "error": ""})
                 continue
+            answer = int(answers[row])  # type: ignore[index]
             rows.append(
                 {
                     "path": path,
-                    "predicted_class": names[int(top_i[row, 0])],
-                    "predicted_index": int(top_i[row, 0]),
+                    "predicted_class": names[answer] if answer >= 0 else UNKNOWN,
+                    "predicted_index": answer,
                     "probability": round(float(top_p[row, 0]), 6),
                     "top_k": top,
                     "error": "",
                 }
             )
         return rows
+
+    @staticmethod
+    def _answers(prediction: Any, best: Tensor) -> Tensor:
+        """The predicted class of each image: the module's own ``"preds"`` (-1: unknown), else the most probable."""
+        preds = prediction.get("preds") if isinstance(prediction, dict) else None
+        if isinstance(preds, Tensor) and preds.shape == best.shape:
+            return preds.detach().cpu().long()
+        return best
 
     @staticmethod
     def _label_sets(pl_module: LightningModule, prediction: Any, probs: Tensor) -> Tensor:

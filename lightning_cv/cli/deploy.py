@@ -24,7 +24,7 @@ from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
 from lightning_cv.data.batch import MULTICLASS, MULTILABEL, decision_thresholds, task_of
 from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig
 
-__all__ = ["DEPLOY_COMMANDS", "benchmark", "explain", "export", "run_deploy_command"]
+__all__ = ["DEPLOY_COMMANDS", "benchmark", "calibrate", "explain", "export", "run_deploy_command"]
 
 
 # ---------------------------------------------------------------------------------------------------- the commands
@@ -35,6 +35,8 @@ def export(
     input_format: Literal["float", "uint8_nchw", "uint8_nhwc"] = "float",
     softmax: bool = False,
     thresholds: float | list[float] | None = None,
+    tta: Literal["none", "flip", "flip_crops"] = "none",
+    min_confidence: float | None = None,
     opset: int = 17,
     atol: float = 1e-4,
     calibration_images: int = 256,
@@ -56,6 +58,8 @@ def export(
         softmax: output probabilities instead of logits (multi-class; multi-label files always output sigmoid scores).
         thresholds: multi-label: decision thresholds for the metadata and the F1 check: one number for every label,
             or a list of one per label (default: the checkpoint's tuned ones).
+        tta: bake test-time augmentation into the graph: flip, or flip_crops (flip plus four corner crops).
+        min_confidence: the reject threshold recorded for deployers (default: the checkpoint's, from calibrate).
         opset: ONNX opset.
         atol: largest difference to PyTorch accepted.
         calibration_images: training images that calibrate static INT8.
@@ -74,15 +78,21 @@ def export(
         raise ValueError(f"`--output` '{target}' is a folder; pass a file name such as {target / 'model.onnx'}.")
     ckpt_path, model, data_hp = _load(ckpt_path)
     task, thresholds_used = _decision(model, thresholds, softmax=softmax)
+    if min_confidence is not None:
+        model.min_confidence = min_confidence  # checked as the model checks it
     needs_data = quantize in ("static", "auto") or eval_images > 0
     datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=quantize == "static") if needs_data else None
-    mean, std, example, meta = _export_inputs(model, datamodule, data_hp, ckpt_path)
+    # without a data module (no check asked for), the --data.* preprocessing options still apply
+    mean, std, example, meta = _export_inputs(model, datamodule, {**data_hp, **(data or {})}, ckpt_path)
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = target if quantize == "none" else Path(scratch) / "fp32.onnx"
         report = export_onnx(
             model, fp32_path, example, softmax=softmax, task=task, thresholds=thresholds_used,
+            temperature=model.temperature, tta=tta, min_confidence=model.min_confidence,
             input_format=input_format, mean=mean, std=std, opset=opset, metadata=meta, atol=atol,
         )  # fmt: skip
+        if model.temperature != 1.0 or tta != "none":
+            print(f"In the graph: temperature {model.temperature:.4f}, test-time augmentation {tta}")
         diffs = ", ".join(f"batch {b}: {d:.1e}" for b, d in report.max_abs_diff.items())
         print(f"ONNX fp32 parity with PyTorch (max abs difference): {diffs}")
         found = _split_loader(datamodule, ("test", "val"), eval_images) if eval_images > 0 else None
@@ -134,6 +144,7 @@ def benchmark(
     eval_images: int = 1000,
     calibration_images: int = 256,
     thresholds: float | list[float] | None = None,
+    tta: Literal["none", "flip", "flip_crops"] = "none",
     *,
     data: dict[str, Any] | None = None,
 ) -> int:
@@ -155,6 +166,7 @@ def benchmark(
         calibration_images: training images that calibrate static INT8.
         thresholds: multi-label: decision thresholds for F1: one number for every label, or a list of one per
             label (default: the checkpoint's tuned ones).
+        tta: measure with test-time augmentation (flip, or flip_crops): every backend averages the same views.
         data: overrides of the checkpoint's data settings (the --data.* options).
     """
     from lightning_cv.deploy.benchmark import BACKENDS, benchmark_backends, print_table, write_results
@@ -170,7 +182,11 @@ def benchmark(
     ckpt_path, model, data_hp = _load(ckpt_path)
     task, thresholds_used = _decision(model, thresholds)
     datamodule = _datamodule_or_note(model, data_hp, data or {}, needed=False)
+    data_hp = {**data_hp, **(data or {})}  # without a data module, the --data.* preprocessing options still apply
     example = _example(model, datamodule, data_hp)
+    from lightning_cv.models.scoring import check_tta
+
+    check_tta(tta, example.shape)  # before anything is exported
     found = _split_loader(datamodule, ("test", "val"), eval_images or None) if eval_images else None
     workdir = Path(output_dir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -178,16 +194,18 @@ def benchmark(
     metadata = _metadata(model, datamodule, data_hp, Path(ckpt_path).name)
     onnx_path, int8_path = _benchmark_exports(
         model, datamodule, example, chosen, workdir, quantize, calibration_images, skipped, metadata,
-        task, thresholds_used,
+        task, thresholds_used, tta,
     )  # fmt: skip
     results = benchmark_backends(
         model, example, onnx_path=onnx_path, int8_path=int8_path, eval_batches=found[1] if found else (),
         backends=chosen, batch_size=batch_size, warmup=warmup, repeats=repeats, threads=threads, device=device,
-        skipped=skipped, task=task, thresholds=thresholds_used,
+        skipped=skipped, task=task, thresholds=thresholds_used, temperature=model.temperature, tta=tta,
     )  # fmt: skip
     size = "x".join(str(s) for s in example.shape[2:])
     split = f", {_QUALITY_TITLE[task]} on {len(found[1].dataset)} {found[0]} images" if found else ""
-    title = f"{model.hparams['backbone']} at {size} px on {device}{split}"
+    extras = [f"temperature {model.temperature:.3f}"] if model.temperature != 1.0 else []
+    extras += [f"TTA {tta}"] if tta != "none" else []
+    title = f"{model.hparams['backbone']} at {size} px on {device}{split}" + "".join(f", {e}" for e in extras)
     print_table(results, title)
     paths = write_results(results, workdir, title)
     print(f"Wrote {paths['csv']} and {paths['markdown']}")
@@ -236,8 +254,11 @@ def explain(
     return 0
 
 
+from lightning_cv.cli.calibrate import calibrate  # noqa: E402  (it imports this module's helpers when it runs)
+
 #: each command and whether it takes ``--data.*`` options
 DEPLOY_COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
+    "calibrate": (calibrate, True),
     "export": (export, True),
     "benchmark": (benchmark, True),
     "explain": (explain, False),
@@ -245,7 +266,7 @@ DEPLOY_COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
 
 
 def run_deploy_command(command: str, args: list[str]) -> int:
-    """Run ``lightning-cv <command> <args>`` (export, benchmark or explain); returns the exit code."""
+    """Run ``lightning-cv <command> <args>`` (calibrate, export, benchmark or explain); returns the exit code."""
     secure_parsing()
     function, with_data = DEPLOY_COMMANDS[command]
     parser = deploy_parser(command)
@@ -319,6 +340,10 @@ def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) 
     trained = _trained_data_config(model, {k: v for k, v in settings.items() if k in OVERRIDE_KEYS})
     settings.update(trained.to_arguments())
     has_source = any(settings.get(k) for k in ("data_dir", "dataset", "train_file", "val_file", "test_file"))
+    if not has_source and data_hp:
+        # the checkpoint records its data settings without a source: it was trained on the embedded default
+        settings["dataset"] = "shapes"
+        has_source = True
     if not has_source:
         raise ValueError(
             "No data to measure on: the checkpoint does not record its dataset. Pass it, e.g. "
@@ -454,6 +479,7 @@ def _benchmark_exports(
     metadata: dict[str, Any],
     task: str,
     thresholds: list[float] | None,
+    tta: str = "none",
 ) -> tuple[Path | None, Path | None]:
     """The fp32 and INT8 ONNX files the chosen backends run (``None`` where not needed); may drop ``onnx_int8``."""
     from lightning_cv.deploy.onnx import export_onnx
@@ -462,7 +488,10 @@ def _benchmark_exports(
     onnx_path = int8_path = None
     if {"onnx", "onnx_int8"} & set(backends):
         onnx_path = workdir / "model.onnx"
-        export_onnx(model, onnx_path, example, metadata=metadata, task=task, thresholds=thresholds)
+        export_onnx(
+            model, onnx_path, example, metadata=metadata, task=task, thresholds=thresholds,
+            temperature=model.temperature, tta=tta, min_confidence=model.min_confidence,
+        )  # fmt: skip
     if "onnx_int8" not in backends or onnx_path is None:
         return onnx_path, None
     cal = _split_loader(data, ("train", "val"), calibration_images)

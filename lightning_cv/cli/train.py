@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_cv.callbacks.gallery import PredictionGallery
 from lightning_cv.callbacks.prediction_writer import PredictionWriter
 from lightning_cv.cli.checkpoint_settings import apply_checkpoint_settings
+from lightning_cv.cli.decision_options import DecisionOptions
 from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
 from lightning_cv.cli.runs import (
     RunConfigSaver,
@@ -134,6 +135,33 @@ class LightningCVCLI(LightningCLI):
             default=False,
             help="With --ckpt_path, log into a new version_N folder instead of continuing the checkpoint's own run.",
         )
+        parser.add_argument(
+            "--tta",
+            type=Literal["none", "flip", "flip_crops"] | None,
+            default=None,
+            help="Test-time augmentation of validate, test and predict: flip, or flip_crops (flip plus four corner "
+            "crops); the views' probabilities are averaged.",
+        )
+        parser.add_argument(
+            "--predict.min_confidence",
+            type=float | None,
+            default=None,
+            help="predict: answer 'unknown' when the (calibrated) top probability is below this (default: the "
+            "checkpoint's, set by `lightning-cv calibrate`).",
+        )
+        parser.add_argument(
+            "--predict.coverage",
+            type=float | None,
+            default=None,
+            help="predict: instead, the reject threshold that answers this share of the validation images (0.95).",
+        )
+        parser.add_argument(
+            "--calibrate",
+            type=bool,
+            default=False,
+            help="fit: afterwards, fit the best checkpoint's temperature on the validation split and write "
+            "<best>.calibrated.ckpt (as `lightning-cv calibrate` does).",
+        )
         parser.add_argument("--tune.lr_find", type=bool, default=False, help="Run the LR range test before fit.")
         parser.add_argument("--tune.lr_find_steps", type=int, default=100, help="Steps of the LR range test.")
         parser.add_argument("--tune.batch_size", type=bool, default=False, help="Find the largest batch size first.")
@@ -240,6 +268,9 @@ class LightningCVCLI(LightningCLI):
         callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
         if trainer.loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
+        predict = cfg.get("predict") or {}
+        if cfg.get("tta") is not None or predict.get("min_confidence") is not None or predict.get("coverage"):
+            callbacks.append(DecisionOptions(cfg.get("tta"), predict.get("min_confidence"), predict.get("coverage")))
         if cfg.get("gallery_images"):
             callbacks.append(PredictionGallery(num_images=cfg.gallery_images))
         if cfg.get("early_stopping_patience") is not None:
@@ -304,6 +335,18 @@ class LightningCVCLI(LightningCLI):
             lines.append(f"TensorBoard: tensorboard --logdir {self.trainer.loggers[0].save_dir}")
         if self.trainer.is_global_zero:
             print("\n".join(lines))
+        if self._sub().get("calibrate") and self.trainer.is_global_zero:
+            self._calibrate_best(checkpoint)
+
+    def _calibrate_best(self, checkpoint: Any) -> None:
+        """``--calibrate``: the best checkpoint's temperature, fitted on the validation split, in a new file."""
+        from lightning_cv.cli.calibrate import calibrate
+
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        if not best:
+            print("--calibrate: no best checkpoint was saved (no validation ran), so there is nothing to calibrate.")
+            return
+        calibrate(best, overwrite=True)  # <best>.calibrated.ckpt belongs to this run: a rerun replaces it
 
     def before_predict(self) -> None:
         cfg = self._sub()

@@ -175,6 +175,8 @@ def benchmark_backends(
     log: Callable[[str], None] = print,
     task: str = MULTICLASS,
     thresholds: float | Sequence[float] | Tensor | None = None,
+    temperature: float = 1.0,
+    tta: str = "none",
 ) -> list[BenchmarkResult]:
     """Measure each backend on the same inputs; a backend that fails gets a row that says why.
 
@@ -192,6 +194,10 @@ def benchmark_backends(
         task: ``"multiclass"`` (accuracy) or ``"multilabel"`` (``mean_ap`` and ``f1``). For multi-label, PyTorch
             runs with the sigmoid the ONNX files end in, so every backend computes the same scores.
         thresholds: multi-label: the per-label decision thresholds F1 is measured at (``None``: 0.5 each).
+        temperature: the calibrated model's temperature: PyTorch divides its logits by it, as the exported graph
+            does (accuracy is unchanged by it; the work timed is the same).
+        tta: ``"flip"`` or ``"flip_crops"``: PyTorch averages those views, as an ONNX file exported with the same
+            ``tta`` does in its graph; the latency and throughput then include every view.
     """
     check_task(task)
     unknown = set(backends) - set(BACKENDS)
@@ -219,7 +225,7 @@ def benchmark_backends(
     def judge(runner: _Runner) -> tuple[dict[str, float], int]:
         return _quality(runner, labelled, task, thresholds)
 
-    scored = with_scores(model, task)
+    scored = with_scores(model, task, temperature=temperature, tta=tta)
     results: list[BenchmarkResult] = []
     try:
         for name in BACKENDS:

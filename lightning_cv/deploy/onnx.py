@@ -62,40 +62,33 @@ class ExportReport:
     thresholds: list[float] | None = None
 
 
-class _WithSoftmax(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
+def with_scores(
+    model: nn.Module, task: str = MULTICLASS, softmax: bool = False, temperature: float = 1.0, tta: str = "none"
+) -> nn.Module:
+    """``model`` with the head an exported file has (:class:`~lightning_cv.models.scoring.ScoreHead`).
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model(images).softmax(dim=-1)
-
-
-class _WithSigmoid(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model(images).float().sigmoid()  # float32 scores under autocast too (bf16 would tie near 1)
-
-
-def with_scores(model: nn.Module, task: str = MULTICLASS, softmax: bool = False) -> nn.Module:
-    """``model`` with the head an exported file has: a sigmoid for multi-label, a softmax if asked, else nothing.
-
-    The benchmark runs PyTorch through the same head, so every backend computes (and is timed on) the same thing.
+    Multi-label: sigmoid scores, always. Multi-class: probabilities with ``softmax``, else logits. The logits are
+    divided by ``temperature`` (a calibrated model's); with ``tta`` the views' probabilities are averaged, and
+    logits out are the log of that average (their softmax is the average). The benchmark runs PyTorch through the
+    same head, so every backend computes (and is timed on) the same thing.
 
     Raises:
-        ValueError: ``softmax`` for a multi-label model (its labels are independent: sigmoid scores, always).
+        ValueError: ``softmax`` for a multi-label model (its labels are independent: sigmoid scores, always), a
+            temperature that is not > 0, an unknown ``tta``.
     """
-    if check_task(task) == MULTILABEL:
-        if softmax:
-            raise ValueError(
-                "`softmax` is for multi-class models, but this one is multi-label: its file always ends in a sigmoid "
-                "(one independent score per label). Leave softmax off."
-            )
-        return _WithSigmoid(model)
-    return _WithSoftmax(model) if softmax else model
+    from lightning_cv.models.calibration import check_temperature
+    from lightning_cv.models.scoring import ScoreHead
+
+    multilabel = check_task(task) == MULTILABEL
+    if multilabel and softmax:
+        raise ValueError(
+            "`softmax` is for multi-class models, but this one is multi-label: its file always ends in a sigmoid "
+            "(one independent score per label). Leave softmax off."
+        )
+    temperature = check_temperature(temperature)
+    if temperature == 1.0 and tta == "none" and not multilabel and not softmax:
+        return model  # the plain logits: nothing to add to the graph
+    return ScoreHead(model, task, temperature, tta, probabilities=multilabel or softmax)
 
 
 def _num_outputs(model: nn.Module, example: Tensor) -> int:
@@ -153,6 +146,9 @@ def export_onnx(
     softmax: bool = False,
     task: str = MULTICLASS,
     thresholds: float | Sequence[float] | Tensor | None = None,
+    temperature: float = 1.0,
+    tta: str = "none",
+    min_confidence: float | None = None,
     input_format: str = "float",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -172,6 +168,11 @@ def export_onnx(
             holds one probability per label, and the metadata records ``task`` and ``thresholds``.
         thresholds: multi-label: the per-label decision thresholds for the metadata (the model's tuned ones,
             ``ImageClassifier.thresholds``); one number for all labels; ``None`` gives 0.5 each.
+        temperature: multi-class: the calibrated model's temperature (``ImageClassifier.temperature``): the graph
+            divides the logits by it, so its probabilities are the calibrated ones; recorded in the metadata.
+        tta: ``"flip"`` or ``"flip_crops"`` bakes test-time augmentation into the graph (the views' probabilities
+            averaged, as ``lightning-cv test --tta`` measures); ``"none"``: one view.
+        min_confidence: multi-class: the reject threshold for deployers (below it, answer "unknown"); metadata only.
         input_format: ``"float"`` (normalised float images, as the model takes them), or ``"uint8_nchw"`` /
             ``"uint8_nhwc"``: raw RGB pixels, already resized to the model's input size, with the normalisation
             by ``mean`` and ``std`` (in [0, 1] units) baked into the graph.
@@ -180,8 +181,10 @@ def export_onnx(
         atol: the largest absolute difference allowed by the check (1e-4 suits fp32).
 
     Metadata keys written besides ``metadata``: ``output`` (the output's name: ``"logits"``, ``"probabilities"``
-    or ``"scores"``), ``softmax``, ``task``, ``opset``, ``input_format``, and for multi-label ``thresholds`` (a JSON
-    list, one per label: a label is predicted when its score reaches its threshold).
+    or ``"scores"``), ``softmax``, ``task``, ``opset``, ``input_format``, ``temperature`` (already applied in the
+    graph), ``tta`` (the views averaged in the graph), ``min_confidence`` when given (answer "unknown" when the
+    highest probability is below it), and for multi-label ``thresholds`` (a JSON list, one per label: a label is
+    predicted when its score reaches its threshold).
 
     Raises:
         ExportError: naming the operator that failed to export, or the difference the check found.
@@ -192,8 +195,15 @@ def export_onnx(
         raise ValueError(f"Expected `input_format` to be one of {INPUT_FORMATS}, but got {input_format!r}.")
     multilabel = check_task(task) == MULTILABEL
     target = Path(path)
-    net = with_scores(copy.deepcopy(model).float().cpu().eval(), task, softmax)
+    if min_confidence is not None and multilabel:
+        raise ValueError("`min_confidence` is for multi-class models; a multi-label file's thresholds decide.")
+    from lightning_cv.models.calibration import check_min_confidence
+    from lightning_cv.models.scoring import check_tta
+
+    min_confidence = check_min_confidence(min_confidence)
     example = example_input[:1].detach().float().cpu()
+    check_tta(tta, example.shape)
+    net = with_scores(copy.deepcopy(model).float().cpu().eval(), task, softmax, temperature, tta)
     # validated before anything is written: a wrong length is a mistake in the caller's thresholds
     used = label_thresholds(thresholds, _num_outputs(net, example)) if multilabel else None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +247,11 @@ def export_onnx(
         "task": task,
         "opset": str(opset),
         "input_format": input_format,
+        "temperature": json.dumps(float(temperature)),
+        "tta": tta,
     }
+    if min_confidence is not None:
+        meta["min_confidence"] = json.dumps(min_confidence)
     if used is not None:
         meta["thresholds"] = json.dumps(used)
     for key, value in (metadata or {}).items():

@@ -40,6 +40,7 @@ from lightning_cv.losses import (
 )
 from lightning_cv.models.arguments import safe_yaml_hparams, validate_arguments
 from lightning_cv.models.backbone import create_backbone, resolve_data_config
+from lightning_cv.models.calibration import UNKNOWN, Calibration, check_min_confidence, check_temperature
 from lightning_cv.models.ddp_rewrap import rewrap_ddp
 from lightning_cv.models.eval_mode_warning import FrozenEvalModeWarningFilter
 from lightning_cv.models.freezing import (
@@ -53,6 +54,7 @@ from lightning_cv.models.freezing import (
 from lightning_cv.models.metrics import build_metrics, confusion_matrix_image, per_class_rows
 from lightning_cv.models.multilabel_metrics import MultilabelMetrics
 from lightning_cv.models.per_class_report import report_per_class
+from lightning_cv.models.scoring import calibrated_logits, check_tta
 from lightning_cv.models.thresholds import DecisionThresholds, check_thresholds
 from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups
 from lightning_cv.optim.schedules import build_scheduler
@@ -244,6 +246,13 @@ class ImageClassifier(LightningModule):
 
             self.val_confmat = MulticlassConfusionMatrix(num_classes)
             self.test_confmat = MulticlassConfusionMatrix(num_classes)
+            #: the temperature and reject threshold (``lightning-cv calibrate``), saved with the weights
+            self.calibration = Calibration()
+        self._tta = "none"
+        #: multi-class test: each image's confidence and whether it was right, for the risk-coverage report
+        self._answers: list[Tensor] = []
+        #: the risk-coverage rows of the last test (accuracy when answering the 100/95/90/80% most confident)
+        self.risk_coverage: list[dict[str, Any]] | None = None
         #: the last confusion matrix computed at validation or test end (rows: true class), on the CPU
         self.confusion_matrix: Tensor | None = None
 
@@ -275,6 +284,56 @@ class ImageClassifier(LightningModule):
         # fixed from now on, like thresholds given to the constructor: `fit` no longer tunes them, and checkpoints
         # record them
         self.hparams["thresholds"] = checked.tolist()
+
+    # ------------------------------------------------------------------ the decision
+    @property
+    def temperature(self) -> float:
+        """The temperature that divides the logits before softmax (1: uncalibrated); multi-class models only.
+
+        Set by ``lightning-cv calibrate`` (:func:`lightning_cv.deploy.calibrate.calibrate`) and saved in checkpoints;
+        validation, test, predict, export and benchmark use the calibrated probabilities. ``forward`` (and so
+        training) keeps the raw logits."""
+        return self.calibration.temperature if not self._multilabel else 1.0
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if self._multilabel:
+            raise ValueError(
+                "Temperature scaling applies to multi-class models; a multi-label model's decisions are its "
+                "per-label `thresholds`, tuned on the validation split."
+            )
+        self.calibration.temperature = check_temperature(value)
+
+    @property
+    def min_confidence(self) -> float | None:
+        """The reject threshold: a multi-class prediction whose (calibrated) probability is below it is answered
+        ``"unknown"`` (class index -1) by ``predict_step``; ``None`` answers every image. Saved in checkpoints."""
+        return self.calibration.min_confidence if not self._multilabel else None
+
+    @min_confidence.setter
+    def min_confidence(self, value: float | None) -> None:
+        if self._multilabel and value is not None:
+            raise ValueError(
+                "`min_confidence` applies to multi-class models; a multi-label model already answers an empty set "
+                "when no label reaches its threshold."
+            )
+        if not self._multilabel:
+            self.calibration.min_confidence = check_min_confidence(value)
+
+    @property
+    def tta(self) -> str:
+        """Test-time augmentation of validation, test and predict: ``"none"``, ``"flip"`` or ``"flip_crops"``
+        (see :mod:`lightning_cv.models.scoring`); not saved in checkpoints (it is a choice of how to run)."""
+        return self._tta
+
+    @tta.setter
+    def tta(self, mode: str) -> None:
+        self._tta = check_tta(mode, self.data_config.input_size)
+
+    def decision_logits(self, images: Tensor) -> Tensor:
+        """The logits decisions are made on: divided by the temperature, averaged over the TTA views (float32)."""
+        task = "multilabel" if self._multilabel else "multiclass"
+        return calibrated_logits(self, images, task=task, temperature=self.temperature, tta=self._tta)
 
     # ------------------------------------------------------------------ freezing
     @property
@@ -478,6 +537,10 @@ class ImageClassifier(LightningModule):
             # Evaluating, predicting or exporting: use the averaged weights. Resuming a fit keeps the raw ones
             # (the EMA callback restores its average itself).
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **average}
+        state = checkpoint.get("state_dict")
+        if not self._multilabel and isinstance(state, dict) and "calibration._extra_state" not in state:
+            # written before calibration existed (or by a plain Trainer without it): uncalibrated
+            checkpoint["state_dict"] = {**state, "calibration._extra_state": Calibration().get_extra_state()}
         given = self.hparams.get("thresholds")
         if self._multilabel and given is not None and isinstance(checkpoint.get("state_dict"), dict):
             # thresholds given to the constructor (or `--model.thresholds`) win over the tuned ones in the file
@@ -532,20 +595,23 @@ class ImageClassifier(LightningModule):
             return self._evaluate_multilabel(batch, stage)
         images, target = split_labelled_batch(batch)
         target = hard_labels(target)
-        logits = self(images)
-        loss = F.cross_entropy(logits, target)
+        logits = self.decision_logits(images)
+        loss = F.cross_entropy(logits, target)  # the NLL of the calibrated (and TTA-averaged) probabilities
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         confmat = self.val_confmat if stage == "val" else self.test_confmat
         probs = logits.float().softmax(dim=1)
         metrics.update(probs, target)
         confmat.update(probs, target)
+        if stage == "test":
+            confidence, predicted = probs.max(dim=1)
+            self._answers.append(torch.stack([confidence, (predicted == target).float()]).detach())
         n = images.shape[0]
         self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True, batch_size=n)
         return {"probs": probs}  # for callbacks such as PredictionGallery
 
     def _evaluate_multilabel(self, batch: Any, stage: str) -> dict[str, Tensor]:
         images, target = split_labelled_batch(batch)
-        logits = self(images)
+        logits = self.decision_logits(images)
         loss = binary_cross_entropy(logits, target)
         scores = logits.float().sigmoid()
         metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -563,13 +629,16 @@ class ImageClassifier(LightningModule):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Predicted class indices, class probabilities and (when known) predicted class names.
 
+        Multi-class: ``probs`` are the calibrated probabilities (the :attr:`temperature`, averaged over the
+        :attr:`tta` views), ``confidence`` the highest of each row, ``preds`` its class, or -1 (``class_names``:
+        ``"unknown"``) where the confidence is below :attr:`min_confidence`.
         Multi-label: ``probs`` are the sigmoid scores ``(N, C)``, ``preds`` the decisions (boolean ``(N, C)``, the
         labels whose score reaches its threshold), ``thresholds`` ``(C,)`` and, with class names, ``labels``: the
         predicted names of each image.
         """
         images, _ = split_batch(batch)  # a second tensor there is the data module's file index, not a label
         if self._multilabel:
-            scores = self(images).float().sigmoid()
+            scores = self.decision_logits(images).sigmoid()
             thresholds = self.decision.values.to(scores.device)
             decisions = predicted_sets(scores, thresholds)
             result: dict[str, Any] = {"probs": scores, "preds": decisions, "thresholds": thresholds}
@@ -577,12 +646,14 @@ class ImageClassifier(LightningModule):
             if names:
                 result["labels"] = [[names[i] for i in row.nonzero().flatten().tolist()] for row in decisions]
             return result
-        probs = self(images).float().softmax(dim=1)
+        probs = self.decision_logits(images).softmax(dim=1)
         conf, preds = probs.max(dim=1)
+        if self.min_confidence is not None:
+            preds = preds.masked_fill(conf < self.min_confidence, -1)  # "unknown": not sure enough to answer
         out: dict[str, Any] = {"preds": preds, "probs": probs, "confidence": conf}
         names = self.hparams.get("class_names")
         if names:
-            out["class_names"] = [names[i] for i in preds.tolist()]
+            out["class_names"] = [names[i] if i >= 0 else UNKNOWN for i in preds.tolist()]
         return out
 
     def _end_of_eval(self, stage: str) -> None:
@@ -603,6 +674,8 @@ class ImageClassifier(LightningModule):
         self.confusion_matrix = confmat.compute().cpu()
         confmat.reset()
         self._report_rows(stage, per_class_rows(self.confusion_matrix, self.hparams.get("class_names")))
+        if stage == "test":
+            self._report_risk_coverage()
         if self.trainer.sanity_checking or not self.hparams["log_confusion_matrix"]:
             return
         if self.trainer.is_global_zero:  # every logger, each through its image API (PNG files for CSV or none)
@@ -635,6 +708,21 @@ class ImageClassifier(LightningModule):
         if stage == "test":  # on every rank: report_per_class asks trainer.log_dir, a collective under DDP
             report_per_class(self.trainer, stage, rows, title=self._table_title(stage))
 
+    def _report_risk_coverage(self) -> None:
+        """The test's accuracy when answering only the most confident 100/95/90/80% (all ranks' images)."""
+        from lightning_cv.models.calibration import risk_coverage
+
+        answers = torch.cat(self._answers, dim=1) if self._answers else torch.zeros(2, 0, device=self.device)
+        self._answers = []
+        if self.trainer.world_size > 1:  # a collective: every rank takes part (equal shares under DistributedSampler)
+            gathered: Any = self.all_gather(answers)  # (world, 2, n)
+            answers = gathered.transpose(0, 1).reshape(2, -1)
+        if answers.shape[1] == 0:
+            return
+        self.risk_coverage = risk_coverage(answers[0], answers[1].bool())
+        title = "Risk-coverage on the test split (accuracy on the images answered at each reject threshold)"
+        report_per_class(self.trainer, "test", self.risk_coverage, name="risk_coverage_test", title=title)
+
     def _table_title(self, stage: str) -> str:
         split = "test" if stage == "test" else "validation"
         at = " at the thresholds shown" if self._multilabel else ""
@@ -646,6 +734,9 @@ class ImageClassifier(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end_of_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._answers = []
 
     def on_test_epoch_end(self) -> None:
         self._end_of_eval("test")

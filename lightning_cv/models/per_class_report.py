@@ -33,7 +33,7 @@ def report_per_class(
 
     Call it on **every** process: it first asks ``trainer.log_dir``, which under DDP is a collective (rank zero
     broadcasts its answer), so asking it on rank zero alone would hang the run. Then only rank zero writes, prints
-    (:func:`lightning_cv.reporting.print_table`) and logs the table under the tag ``<stage>_per_class``
+    (:func:`lightning_cv.reporting.print_table`) and logs the table under the tag ``<stage>_per_class`` (or ``name``)
     (:func:`lightning_cv.reporting.log_table`: TensorBoard's TEXT tab, a W&B table, an MLflow artifact ...).
 
     The run directory is ``trainer.log_dir`` (the first logger's version folder for TensorBoard and CSV, its
@@ -43,7 +43,8 @@ def report_per_class(
         trainer: the running trainer.
         stage: ``"val"`` or ``"test"`` (any short name works): it names the files, the tag and the title.
         rows: the table, one dict per class, every dict with the same keys in the same order.
-        name: the file name without extension instead of ``per_class_<stage>``; a fixed name, never data.
+        name: the file name without extension (and the logger's tag) instead of ``per_class_<stage>``; a fixed name,
+            never data.
         title: the printed title instead of "Per-class results on the <split> split".
 
     Returns:
@@ -59,6 +60,6 @@ def report_per_class(
         return None
     paths = write_table(rows, directory, name or f"per_class_{stage}")
     print_table(rows, title or f"Per-class results on the {_SPLITS.get(stage, stage)} split")
-    log_table(trainer, f"{stage}_per_class", rows, step=trainer.global_step)
+    log_table(trainer, name or f"{stage}_per_class", rows, step=trainer.global_step)
     rank_zero_info(f"Per-class results written to {paths['csv']} and {paths['markdown']}")
     return paths
