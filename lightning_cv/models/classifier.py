@@ -1,11 +1,13 @@
 """ImageClassifier: a LightningModule around any timm backbone.
 
-Why this file is ~690 lines: it is the LightningModule's hooks, in the order Lightning calls them, for both tasks
+Why this file is ~670 lines: it is the LightningModule's hooks, in the order Lightning calls them, for both tasks
 (one class per image, a set of labels per image), and the 90-line docstring that is the reference for every
 argument. Argument checks (``arguments.py``), freezing (``freezing.py``), the backbone (``backbone.py``), checkpoint
 reading (``checkpoint.py``), DDP re-wrapping (``ddp_rewrap.py``), the metrics (``metrics.py``,
-``multilabel_metrics.py``), the decision thresholds (``thresholds.py``), the losses (``lightning_cv.losses``) and the
-resume state (``lightning_cv.resume``) live in their own modules.
+``multilabel_metrics.py``), the decision settings (``decision_rules.py``: thresholds, temperature, reject threshold,
+test-time augmentation; their state in ``thresholds.py`` and ``calibration.py``, the scoring in ``scoring.py``),
+the label-counted loss weights (``loss_weights.py``), the losses (``lightning_cv.losses``) and the resume state
+(``lightning_cv.resume``) live in their own modules.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from lightning_cv.losses import (
 )
 from lightning_cv.models.arguments import safe_yaml_hparams, validate_arguments
 from lightning_cv.models.backbone import create_backbone, resolve_data_config
-from lightning_cv.models.calibration import UNKNOWN, Calibration, check_min_confidence, check_temperature
+from lightning_cv.models.calibration import UNKNOWN, Calibration
 from lightning_cv.models.ddp_rewrap import rewrap_ddp
+from lightning_cv.models.decision_rules import DecisionRules
 from lightning_cv.models.eval_mode_warning import FrozenEvalModeWarningFilter
 from lightning_cv.models.freezing import (
     LayerGroup,
@@ -51,10 +54,10 @@ from lightning_cv.models.freezing import (
     frozen_groups_at_epoch,
     layer_groups,
 )
+from lightning_cv.models.loss_weights import resolve_loss_weights
 from lightning_cv.models.metrics import build_metrics, confusion_matrix_image, per_class_rows
 from lightning_cv.models.multilabel_metrics import MultilabelMetrics
 from lightning_cv.models.per_class_report import report_per_class
-from lightning_cv.models.scoring import calibrated_logits, check_tta
 from lightning_cv.models.thresholds import DecisionThresholds, check_thresholds
 from lightning_cv.optim.optimizers import OptimizerCallable, build_optimizer, build_param_groups
 from lightning_cv.optim.schedules import build_scheduler
@@ -67,7 +70,7 @@ __all__ = ["ImageClassifier"]
 
 
 
-class ImageClassifier(LightningModule):
+class ImageClassifier(DecisionRules, LightningModule):
     """Image classification by transfer learning from any timm backbone.
 
     How much to freeze depends mostly on how much data you have: with fewer than ~10k images train only the head
@@ -262,79 +265,6 @@ class ImageClassifier(LightningModule):
         """The validation metric that ranks checkpoints: ``val_acc``, or ``val_map`` for a multi-label model."""
         return "val_map" if self._multilabel else "val_acc"
 
-    @property
-    def thresholds(self) -> Tensor | None:
-        """Multi-label decision thresholds ``(C,)`` (a label is answered when its score reaches its threshold);
-        ``None`` for a multi-class model. Assigning a number or one per label fixes them: ``fit`` no longer tunes
-        them."""
-        return self.decision.values if self._multilabel else None
-
-    @thresholds.setter
-    def thresholds(self, value: float | list[float] | Tensor) -> None:
-        if not self._multilabel:
-            raise ValueError("Decision thresholds apply to multi-label models (`task='multilabel'`).")
-        values = value.tolist() if isinstance(value, Tensor) else value
-        checked = check_thresholds(values, self.hparams["num_classes"])
-        if checked is None:
-            raise ValueError(
-                "Expected thresholds: a number or one per label. To have `fit` tune them again, create the model "
-                "with `thresholds=None`."
-            )
-        self.decision.values = checked
-        # fixed from now on, like thresholds given to the constructor: `fit` no longer tunes them, and checkpoints
-        # record them
-        self.hparams["thresholds"] = checked.tolist()
-
-    # ------------------------------------------------------------------ the decision
-    @property
-    def temperature(self) -> float:
-        """The temperature that divides the logits before softmax (1: uncalibrated); multi-class models only.
-
-        Set by ``lightning-cv calibrate`` (:func:`lightning_cv.deploy.calibrate.calibrate`) and saved in checkpoints;
-        validation, test, predict, export and benchmark use the calibrated probabilities. ``forward`` (and so
-        training) keeps the raw logits."""
-        return self.calibration.temperature if not self._multilabel else 1.0
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        if self._multilabel:
-            raise ValueError(
-                "Temperature scaling applies to multi-class models; a multi-label model's decisions are its "
-                "per-label `thresholds`, tuned on the validation split."
-            )
-        self.calibration.temperature = check_temperature(value)
-
-    @property
-    def min_confidence(self) -> float | None:
-        """The reject threshold: a multi-class prediction whose (calibrated) probability is below it is answered
-        ``"unknown"`` (class index -1) by ``predict_step``; ``None`` answers every image. Saved in checkpoints."""
-        return self.calibration.min_confidence if not self._multilabel else None
-
-    @min_confidence.setter
-    def min_confidence(self, value: float | None) -> None:
-        if self._multilabel and value is not None:
-            raise ValueError(
-                "`min_confidence` applies to multi-class models; a multi-label model already answers an empty set "
-                "when no label reaches its threshold."
-            )
-        if not self._multilabel:
-            self.calibration.min_confidence = check_min_confidence(value)
-
-    @property
-    def tta(self) -> str:
-        """Test-time augmentation of validation, test and predict: ``"none"``, ``"flip"`` or ``"flip_crops"``
-        (see :mod:`lightning_cv.models.scoring`); not saved in checkpoints (it is a choice of how to run)."""
-        return self._tta
-
-    @tta.setter
-    def tta(self, mode: str) -> None:
-        self._tta = check_tta(mode, self.data_config.input_size)
-
-    def decision_logits(self, images: Tensor) -> Tensor:
-        """The logits decisions are made on: divided by the temperature, averaged over the TTA views (float32)."""
-        task = "multilabel" if self._multilabel else "multiclass"
-        return calibrated_logits(self, images, task=task, temperature=self.temperature, tta=self._tta)
-
     # ------------------------------------------------------------------ freezing
     @property
     def layer_groups(self) -> list[LayerGroup]:
@@ -415,39 +345,7 @@ class ImageClassifier(LightningModule):
 
     def on_fit_start(self) -> None:
         self._val_per_class = None  # a second fit never reports the first one's rows
-        if self.hparams.get("pos_weight") == "balanced":
-            self.pos_weight = self._balanced_pos_weight()
-        if self.hparams.get("class_weights") == "balanced":
-            positives, _ = self._label_counts("class_weights='balanced'")
-            weights = positives.sum() / positives.clamp_min(1.0)
-            self.class_weights = weights / weights.mean()
-            listed = self._listed(self.class_weights)
-            rank_zero_info(f"class_weights='balanced' (inverse class frequency, mean 1): {listed}")
-        if self.hparams.get("logit_adjustment") is not None:
-            positives, images = self._label_counts("logit_adjustment")
-            self.log_prior = (positives.clamp_min(1.0) / images).log()
-
-    def _label_counts(self, option: str) -> tuple[Tensor, int]:
-        counts = getattr(getattr(self.trainer, "datamodule", None), "label_counts", None)
-        if counts is None:
-            raise ValueError(
-                f"`{option}` counts the training labels through the data module, but this fit has none with "
-                "`label_counts()` (ImageDataModule). Give the values yourself (one per class), or fit with an "
-                "ImageDataModule."
-            )
-        return counts("train")
-
-    def _listed(self, values: Tensor) -> str:
-        names = self.hparams.get("class_names") or [str(i) for i in range(len(values))]
-        return ", ".join(f"{n}: {v:.2f}" for n, v in list(zip(names, values.tolist(), strict=True))[:10])
-
-    def _balanced_pos_weight(self) -> Tensor:
-        positives, images = self._label_counts("pos_weight='balanced'")
-        positives = positives.float()
-        weight = (images - positives) / positives.clamp_min(1.0)
-        weight[positives == 0] = 1.0
-        rank_zero_info(f"pos_weight='balanced' (negatives / positives per label): {self._listed(weight)}")
-        return weight
+        resolve_loss_weights(self)  # "balanced" weights and logit-adjustment priors from the training labels
 
     def on_train_start(self) -> None:
         if self._initial_frozen is None:

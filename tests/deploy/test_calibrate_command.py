@@ -21,6 +21,8 @@ from tests.conftest import TINY_CLI, tiny_trainer
 
 SHAPES = "{num_train: 240, num_val: 48, num_test: 48, image_size: 32}"
 
+pytestmark = pytest.mark.slow  # end to end through the commands, on a model trained for the file
+
 
 def _digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -269,3 +271,46 @@ def test_test_with_tta_reports_the_mean_of_the_views_and_risk_coverage(calibrate
     written = list(csv.DictReader((tmp_path / "risk_coverage_test.csv").open()))
     assert [float(r["coverage"]) for r in written] == [1.0, 0.95, 0.9, 0.8]
     assert int(written[0]["answered"]) == len(labels)
+
+
+def test_fit_with_calibrate_writes_the_calibrated_best_checkpoint(in_tmp):
+    cli = LightningCVCLI(args=["fit", *TINY_CLI, "--trainer.max_epochs=1", "--calibrate=true"])
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    calibrated = best.with_name(f"{best.stem}.calibrated.ckpt")
+    model = ImageClassifier.load_from_checkpoint(calibrated)
+    assert model.temperature != 1.0 and ImageClassifier.load_from_checkpoint(best).temperature == 1.0
+    assert best.with_name(f"{best.stem}.calibrated.reliability.png").exists()
+
+
+def test_the_tta_option_reaches_test_and_predict(calibrated, in_tmp):
+    model = ImageClassifier.load_from_checkpoint(calibrated).eval()
+    images, labels = _split(calibrated, "test")
+    with torch.no_grad():
+        flip = calibrated_probabilities(model, images, temperature=model.temperature, tta="flip")
+    args = ["test", f"--ckpt_path={calibrated}", "--tta=flip", "--trainer.enable_progress_bar=false",
+            "--data.dataset=shapes", f"--data.dataset_kwargs={SHAPES}"]  # fmt: skip
+    tested = LightningCVCLI(args=args)
+    assert tested.model.tta == "flip"
+    accuracy = tested.trainer.callback_metrics["test_acc"].item()
+    assert accuracy == pytest.approx(float((flip.argmax(1) == labels).float().mean()))
+
+    folder = in_tmp / "photos"
+    folder.mkdir()
+    for i in range(4):  # lopsided pictures: the mirror image scores differently
+        picture = Image.new("RGB", (40, 40), (20, 20, 20))
+        picture.paste((230, 200 - 40 * i, 60), (0, 0, 12 + 5 * i, 40))
+        picture.save(folder / f"img{i}.png")
+    _, lines = _predict(calibrated, folder, in_tmp / "flip", "--tta=flip", "--predict.min_confidence=0")
+    meta = dict(torch.load(calibrated, weights_only=True)["datamodule_hyper_parameters"])
+    meta.update(model.data_config.override(**{k: meta.get(k) for k in OVERRIDE_KEYS}).to_arguments())
+    data = ImageDataModule(**{**meta, "predict_dir": str(folder)})
+    data.setup("predict")
+    pictures = torch.stack([item[0] for item in data.datasets["predict"]])
+    with torch.no_grad():
+        expected = calibrated_probabilities(model, pictures, temperature=model.temperature, tta="flip")
+        plain = calibrated_probabilities(model, pictures, temperature=model.temperature)
+    by_name = {Path(line["path"]).name: line for line in lines}
+    for path, row, unflipped in zip(data.datasets["predict"].paths, expected, plain, strict=True):
+        line = by_name[Path(path).name]
+        assert line["probability"] == pytest.approx(float(row.max()), abs=2e-6)
+        assert line["probability"] != pytest.approx(float(unflipped.max()), abs=2e-6)

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_cv import ImageClassifier
 from lightning_cv.callbacks import EMA
+from lightning_cv.models.loss_weights import resolve_loss_weights
 from lightning_cv.models.multilabel_metrics import MultilabelMetrics
 from lightning_cv.models.thresholds import tune_thresholds
 from tests.conftest import tiny_trainer
@@ -177,7 +178,8 @@ def test_balanced_pos_weight_comes_from_the_label_counts(tmp_path):
     trainer = tiny_trainer(tmp_path, max_steps=1)
     trainer.datamodule = LabelCounts()  # what ImageDataModule provides
     model.trainer = trainer
-    torch.testing.assert_close(model._balanced_pos_weight(), torch.tensor([4.0, 0.25, 1.0]))
+    resolve_loss_weights(model)  # what on_fit_start does
+    torch.testing.assert_close(model.pos_weight, torch.tensor([4.0, 0.25, 1.0]))
 
     images, targets = multilabel_loader().dataset.tensors
     model.pos_weight = torch.tensor([4.0, 0.25, 1.0])
