@@ -255,6 +255,7 @@ def explain(
 
 
 from lightning_cv.cli.calibrate import calibrate  # noqa: E402  (it imports this module's helpers when it runs)
+from lightning_cv.cli.shard import shard  # noqa: E402
 
 #: each command and whether it takes ``--data.*`` options
 DEPLOY_COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
@@ -262,6 +263,7 @@ DEPLOY_COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     "export": (export, True),
     "benchmark": (benchmark, True),
     "explain": (explain, False),
+    "shard": (shard, True),
 }
 
 

@@ -77,6 +77,10 @@ class ImageDataModule(LightningDataModule):
         dataset: ``"shapes"``, ``"shapes_multilabel"``, a torchvision dataset name (``"cifar10"``, ``"mnist"``,
             ``"torchvision:SVHN"``...), or ``None`` for files.
         train_file: CSV or text list of training images; ``val_file`` and ``test_file`` likewise.
+        shards: WebDataset tar shards of the training images written by ``lightning-cv shard``: a brace pattern
+            (``"shards/train-{000000..000123}.tar"``) or a list, local paths or ``http(s)://`` URLs, read by offset
+            with the ``index.json`` beside them (:mod:`lightning_cv.data.shard_reader`); ``val_shards`` and
+            ``test_shards`` likewise (without them, ``val_split``/``test_split`` hold images out as for folders).
         label_separator: what separates the labels in a ``labels`` cell of a multi-label list (``"cat;dog"``).
         predict_dir: a folder of unlabelled images, one image file, or a list file of image paths, for
             ``Trainer.predict``.
@@ -123,6 +127,9 @@ class ImageDataModule(LightningDataModule):
         train_file: str | None = None,
         val_file: str | None = None,
         test_file: str | None = None,
+        shards: str | list[str] | None = None,
+        val_shards: str | list[str] | None = None,
+        test_shards: str | list[str] | None = None,
         label_separator: str = ";",
         predict_dir: str | None = None,
         download: bool = False,
@@ -169,6 +176,7 @@ class ImageDataModule(LightningDataModule):
         self._evidence = ""  # what made the task what it is, for messages
         self._records: dict[str, list[IndexedRecord]] = {}
         self._tv: dict[str, Any] = {}
+        self._shards: dict[str, Any] = {}
         self._tv_indices: dict[str, list[int]] = {}
         self.datasets: dict[str, Dataset] = {}
         self.predict_files: list[str] = []
@@ -209,6 +217,7 @@ class ImageDataModule(LightningDataModule):
         self._class_names, self._records = found.class_names, found.records
         self._task, self._evidence = found.task, found.evidence
         self._tv, self._tv_indices = found.torchvision, found.torchvision_indices
+        self._shards = found.shards
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
@@ -320,6 +329,8 @@ class ImageDataModule(LightningDataModule):
         source = data_source(self._hp)
         if source in ("folders", "list") and not self._checked:
             self._run_checks()
+        if source == "shards" and not self._checked:
+            self._check_shard_leaks()
         self.datasets = {}
         self._eval_setup = (eval_tf, eval_min)
         for split in SPLITS:
@@ -355,6 +366,13 @@ class ImageDataModule(LightningDataModule):
             # an imbalanced training split (validation and test stay balanced, to measure every class alike)
             fractions = opts.get("train_class_fractions") if split == "train" else None
             return ShapesDataset(count, size, hp.seed, split, tf, class_fractions=fractions)
+        if source == "shards":
+            if split not in self._shards:
+                return None
+            from lightning_cv.data.shard_reader import ShardDataset
+
+            min_size = train_min if split == "train" else eval_min
+            return ShardDataset(self._shards[split], tf, min_size=min_size, max_pixels=hp.max_image_pixels)
         if source == "torchvision":
             return TransformSubset(self._tv[split], self._tv_indices[split], tf) if split in self._tv else None
         if split in self._records:
@@ -442,6 +460,25 @@ class ImageDataModule(LightningDataModule):
                 rank_zero_warn(message)
         self._checked = True
         self._facts = None  # the answers are applied; the index is on disk for the next run
+
+    def _check_shard_leaks(self) -> None:
+        """The leakage check of shards: the index's content hashes compared across splits (no image is read)."""
+        from lightning_cv.data.shard_reader import shard_leaks
+
+        self._checked = True
+        if self._hp.leakage_check == "off":
+            return
+        leaks = shard_leaks(self._shards)
+        if not leaks:
+            return
+        shown = "\n".join(f"  {a}:{x} == {b}:{y}" for a, x, b, y in leaks[:10])
+        message = (
+            f"{len(leaks)} image(s) appear in more than one split (train/val/test leakage inflates validation and "
+            f"test scores):\n{shown}"
+        )
+        if self._hp.on_leakage == "error":
+            raise ValueError(message + "\nRemove the duplicates, or pass `on_leakage='warn'`.")
+        rank_zero_warn(message)
 
     def _check_training_classes_left(self) -> None:
         """After bad files are skipped, every class (label) must keep a training image: its index stays in use."""

@@ -82,9 +82,14 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def read_bytes(self, index: int) -> bytes | None:
+        """The bytes of image ``index`` when a subclass reads them itself (a tar shard); ``None``: open the path."""
+        return None
+
     def __getitem__(self, index: int) -> tuple[Any, int | Tensor] | None:
         try:
-            image = load_image(self.paths[index], max_pixels=self.max_pixels, min_size=self.min_size)
+            data = self.read_bytes(index)
+            image = load_image(self.paths[index], max_pixels=self.max_pixels, min_size=self.min_size, data=data)
         except BadImageError as err:
             warnings.warn(f"Skipping an image that cannot be used: {err}", stacklevel=2)
             return None

@@ -55,6 +55,8 @@ class Discovered:
     records: dict[str, list[IndexedRecord]] = field(default_factory=dict)
     torchvision: dict[str, Any] = field(default_factory=dict)
     torchvision_indices: dict[str, list[int]] = field(default_factory=dict)
+    #: WebDataset shards: each split's :class:`~lightning_cv.data.shard_reader.ShardSplit`
+    shards: dict[str, Any] = field(default_factory=dict)
     task: str = MULTICLASS
     evidence: str = ""
 
@@ -70,14 +72,23 @@ def discover(hp: Any) -> Discovered:
         )
     if source == "torchvision":
         return _torchvision(hp)
+    if source == "shards":
+        return _shards(hp)
     if source == "list":
         return _lists(hp)
     return _folders(hp)
 
 
 def data_source(hp: Any) -> str:
-    """Where the images come from: ``"shapes"``, ``"shapes_multilabel"``, ``"torchvision"``, ``"list"`` (CSV/text
-    lists) or ``"folders"``."""
+    """Where the images come from: ``"shapes"``, ``"shapes_multilabel"``, ``"torchvision"``, ``"shards"`` (WebDataset
+    tar shards), ``"list"`` (CSV/text lists) or ``"folders"``."""
+    if hp.shards is not None:
+        others = [n for n in ("data_dir", "dataset", "train_file") if getattr(hp, n) is not None]
+        if others:
+            raise ValueError(f"Give `shards` or `{others[0]}`, not both: each names where the training images are.")
+        return "shards"
+    if hp.val_shards is not None or hp.test_shards is not None:
+        raise ValueError("`val_shards`/`test_shards` need the training shards too: pass `shards`.")
     if hp.dataset is not None:
         if hp.dataset.lower() in ("shapes", "shapes_multilabel"):
             return str(hp.dataset.lower())
@@ -144,6 +155,28 @@ def _hold_out(
     if test:
         out["test"] = [train[i] for i in parts[1]]
     return out
+
+
+def _shards(hp: Any) -> Discovered:
+    """WebDataset shards: the classes from the training shards' index, each split's images from its shards."""
+    from lightning_cv.data.shard_reader import open_shards
+
+    splits = {"train": open_shards(hp.shards, "train")}
+    classes = splits["train"].class_names
+    for split, pattern in (("val", hp.val_shards), ("test", hp.test_shards)):
+        if pattern is not None:
+            splits[split] = open_shards(pattern, split)
+            if splits[split].class_names != classes:
+                raise ValueError(
+                    f"The {split} shards' classes differ from the training shards' ({splits[split].class_names[:5]} "
+                    f"vs {classes[:5]}): write all splits with one `lightning-cv shard` run."
+                )
+    labels = splits["train"].label.tolist()
+    rows = {split: list(range(len(part))) for split, part in splits.items()}
+    held = _hold_out(hp, rows, lambda train, parts: stratified_split([labels[i] for i in train], parts, hp.seed))
+    parts = {split: (splits[split] if split in splits and split != "train" else splits["train"]).subset(indices)
+             for split, indices in held.items()}  # fmt: skip
+    return Discovered(classes, shards=parts, evidence="the shards' index has one class per image")
 
 
 def _folders(hp: Any) -> Discovered:

@@ -100,16 +100,18 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: Sequence[int] = (255, 255, 255),
     min_size: int | None = None,
+    data: bytes | None = None,
 ) -> Image.Image:
     """Decode ``path`` to an upright 8-bit RGB image or raise :class:`BadImageError`.
 
     Args:
+        data: the image's bytes, read already (a member of a tar shard); ``path`` then only names it in messages.
         max_pixels: refuse images larger than this (decompression bombs).
         background: colour that transparent pixels are composited onto.
         min_size: the smallest side the caller needs; large JPEGs are then decoded at a reduced scale (DCT scaling,
             2-8x faster) while keeping at least this many pixels on the short side.
     """
-    image = _open(path, max_pixels)
+    image = _open(path, max_pixels, data)
     try:
         if min_size is not None and image.format == "JPEG":
             width, height = image.size

@@ -1,0 +1,259 @@
+"""Read WebDataset shards written by :func:`~lightning_cv.data.shard_writer.write_shards`, by offset.
+
+:func:`open_shards` resolves a shard pattern (``"shards/train-{000000..000123}.tar"``, a list, local paths or
+``http(s)://`` URLs) against the ``index.json`` beside the shards and returns a :class:`ShardSplit`: the shards' URLs
+and, per image, the shard, byte offset, size, label and content hash. :class:`ShardDataset` reads one image's bytes
+with one positioned read (``os.pread`` for a file, an HTTP ``Range`` request for a URL), so it is a map-style dataset
+like a folder's: the resumable sampler orders it from ``(seed, epoch)``, DDP ranks take disjoint strides, each image
+gets its seeded augmentation, and a killed run resumes at the next image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_cv.data.datasets import ImageFileDataset
+from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
+from lightning_cv.data.shard_writer import INDEX_NAME, SHARD_FORMAT
+
+__all__ = ["ShardDataset", "ShardSplit", "expand_braces", "open_shards", "read_range", "shard_leaks"]
+
+#: attempts (with 0.5 s, 1 s, 2 s between) before a URL that does not answer is an error
+RETRIES = 4
+#: seconds one HTTP request may take before it counts as failed
+TIMEOUT = 20.0
+
+
+class ShortShardError(OSError):
+    """A shard holds fewer bytes than its index says (an interrupted copy): the images past its end are missing."""
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``"a-{000..002}.tar"`` -> ``["a-000.tar", "a-001.tar", "a-002.tar"]``; ``{x,y}`` lists too; nested, several."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    head, tail, body = pattern[: match.start()], pattern[match.end() :], match.group(1)
+    numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numeric:
+        low, high = numeric.group(1), numeric.group(2)
+        width = len(low) if low.startswith("0") or len(low) == len(high) else 0
+        items = [str(i).zfill(width) for i in range(int(low), int(high) + 1)]
+    else:
+        items = body.split(",")
+    return [expanded for item in items for expanded in expand_braces(head + item + tail)]
+
+
+def _is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def read_range(url: str, offset: int, size: int) -> bytes:
+    """``size`` bytes of ``url`` (a file path or an http(s) URL) from ``offset``; retried a bounded number of times.
+
+    Raises:
+        OSError: the file or URL cannot be read (after the retries, naming it and the last error).
+    """
+    if not _is_url(url):
+        descriptor = os.open(url, os.O_RDONLY)
+        try:
+            data = os.pread(descriptor, size, offset)  # no shared file position: safe in every worker
+        finally:
+            os.close(descriptor)
+        if len(data) != size:
+            raise ShortShardError(f"'{url}' is shorter than its index says ({size} bytes at {offset}): a cut shard")
+        return data
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{offset + size - 1}"})
+    last: Exception | None = None
+    for attempt in range(RETRIES):
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                data = response.read()
+                if response.status == 200:  # a server without range support sent the whole file
+                    data = data[offset : offset + size]
+            if len(data) == size:
+                return bytes(data)
+            last = OSError(f"got {len(data)} of {size} bytes")
+        except urllib.error.HTTPError as err:
+            if 400 <= err.code < 500:  # not found, forbidden: asking again will not help
+                raise OSError(f"Cannot read '{url}': HTTP {err.code} {err.reason}.") from err
+            last = err
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            last = err
+        if attempt + 1 < RETRIES:
+            time.sleep(0.5 * 2**attempt)
+    raise OSError(f"Cannot read '{url}' after {RETRIES} attempts ({last}). Is the server up and the URL right?")
+
+
+def _read_text(url: str) -> bytes:
+    if not _is_url(url):
+        return Path(url).read_bytes()
+    last: Exception | None = None
+    for attempt in range(RETRIES):
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as err:
+            if 400 <= err.code < 500:
+                raise OSError(f"Cannot read '{url}': HTTP {err.code} {err.reason}.") from err
+            last = err
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            last = err
+        if attempt + 1 < RETRIES:
+            time.sleep(0.5 * 2**attempt)
+    raise OSError(f"Cannot read '{url}' after {RETRIES} attempts ({last}). Is the server up and the URL right?")
+
+
+@dataclass
+class ShardSplit:
+    """One split of a shard set: the class names, the shard URLs, and the per-image arrays of the index."""
+
+    class_names: list[str]
+    urls: list[str]
+    shard: np.ndarray
+    offset: np.ndarray
+    size: np.ndarray
+    label: np.ndarray
+    digest: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def class_counts(self) -> list[int]:
+        return np.bincount(self.label, minlength=len(self.class_names)).tolist()
+
+    def subset(self, indices: Sequence[int]) -> ShardSplit:
+        """These images only (a held-out validation or test part of a training split)."""
+        chosen = np.asarray(indices, dtype=np.int64)
+        return ShardSplit(
+            self.class_names, self.urls, self.shard[chosen], self.offset[chosen], self.size[chosen],
+            self.label[chosen], self.digest[chosen], [self.names[i] for i in chosen.tolist()],
+        )  # fmt: skip
+
+
+def shard_leaks(splits: dict[str, ShardSplit]) -> list[tuple[str, str, str, str]]:
+    """Images whose bytes are in two splits (by the index's content hashes): ``(split, name, other split, name)``."""
+    seen: dict[bytes, tuple[str, str]] = {}
+    leaks = []
+    for split, part in splits.items():
+        for digest, name in zip(part.digest, part.names, strict=True):
+            key = bytes(digest)
+            first = seen.setdefault(key, (split, name))
+            if first[0] != split:
+                leaks.append((first[0], first[1], split, name))
+    return leaks
+
+
+def _parent(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
+    """The shards ``pattern`` names (brace-expanded), checked against the ``index.json`` beside them.
+
+    Raises:
+        ValueError: the pattern names no shard, names shards of different folders, shards the index does not list
+            for ``split``, or an index that is not a shard index.
+        OSError: the index cannot be read (a missing file; a URL that does not answer after the retries).
+    """
+    urls = [u for p in ([pattern] if isinstance(pattern, str) else pattern) for u in expand_braces(str(p))]
+    if not urls:
+        raise ValueError(f"The {split} shard pattern {pattern!r} names no shard.")
+    folders = {_parent(u) for u in urls}
+    if len(folders) != 1:
+        raise ValueError(f"Expected the {split} shards in one folder (beside {INDEX_NAME}), got {sorted(folders)}.")
+    folder = folders.pop()
+    if not _is_url(folder):
+        missing = [u for u in urls if not Path(u).is_file()]
+        if len(missing) == len(urls):
+            raise ValueError(
+                f"The {split} shard pattern {pattern!r} matches no file (e.g. '{missing[0]}'). Check the folder and "
+                "the numbers in braces; `lightning-cv shard` writes <split>-000000.tar, <split>-000001.tar, ..."
+            )
+        if missing:
+            raise ValueError(f"{len(missing)} of the {split} shards do not exist, e.g. '{missing[0]}'.")
+    index_url = f"{folder}/{INDEX_NAME}"
+    try:
+        index = json.loads(_read_text(index_url))
+    except FileNotFoundError as err:
+        raise ValueError(
+            f"No {INDEX_NAME} beside the {split} shards ('{index_url}'): shards are read with the index that "
+            "`lightning-cv shard` writes."
+        ) from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"'{index_url}' is not a shard index (not JSON: {err}).") from err
+    if not isinstance(index, dict) or index.get("format") != SHARD_FORMAT:
+        raise ValueError(f"'{index_url}' is not a shard index written by `lightning-cv shard` ({SHARD_FORMAT}).")
+    entry = (index.get("splits") or {}).get(split)
+    shards = [s["name"] for s in (entry or {}).get("shards", [])]
+    by_name = {name: number for number, name in enumerate(shards)}
+    unknown = [u for u in urls if u.rsplit("/", 1)[-1] not in by_name]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} shard(s) are not {split} shards of '{index_url}', e.g. '{unknown[0]}' (its {split} "
+            f"shards: {', '.join(shards[:3]) or 'none'}{' ...' if len(shards) > 3 else ''})."
+        )
+    members_name = str(entry["members"])  # type: ignore[index]
+    if "/" in members_name or "\\" in members_name or members_name in ("", ".", ".."):
+        raise ValueError(f"'{index_url}' names its member table '{members_name}': a plain file name is expected.")
+    members = np.load(io.BytesIO(_read_text(f"{folder}/{members_name}")), allow_pickle=False)
+    chosen = np.asarray([by_name[u.rsplit("/", 1)[-1]] for u in urls])
+    keep = np.isin(members["shard"], chosen)
+    remap = np.full(len(shards), -1, dtype=np.int64)
+    remap[chosen] = np.arange(len(chosen))
+    class_names = [str(c) for c in index["class_names"]]
+    label = members["label"][keep].astype(np.int64)
+    outside = label[(label < 0) | (label >= len(class_names))]
+    if len(outside):
+        raise ValueError(
+            f"The {split} shards hold label {int(outside[0])}, outside the index's {len(class_names)} classes: the "
+            "index and the shards do not belong together. Write them again with `lightning-cv shard`."
+        )
+    return ShardSplit(
+        class_names=class_names,
+        urls=urls,
+        shard=remap[members["shard"][keep]],
+        offset=members["offset"][keep],
+        size=members["size"][keep],
+        label=label,
+        digest=members["digest"][keep],
+        names=[str(n) for n in members["source"][keep]],
+    )
+
+
+class ShardDataset(ImageFileDataset):
+    """The images of a :class:`ShardSplit`, decoded like files (:class:`ImageFileDataset`, bad samples skipped)."""
+
+    def __init__(
+        self,
+        split: ShardSplit,
+        transform: Any = None,
+        *,
+        min_size: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        names = [f"{split.urls[s]}[{n}]" for s, n in zip(split.shard.tolist(), split.names, strict=True)]
+        super().__init__(names, split.label.tolist(), transform, min_size=min_size, max_pixels=max_pixels)
+        self.split = split
+
+    def read_bytes(self, index: int) -> bytes:
+        """The image's bytes, read from its shard by offset. A shard cut short makes its missing images bad samples
+        (skipped and counted); a URL that does not answer is an error (``OSError``, after the retries)."""
+        s = self.split
+        try:
+            return read_range(s.urls[int(s.shard[index])], int(s.offset[index]), int(s.size[index]))
+        except ShortShardError as err:
+            raise BadImageError(self.paths[index], str(err)) from err
