@@ -1,0 +1,286 @@
+"""WebDataset shards: `lightning-cv shard` writes them, `ImageDataModule(shards=...)` reads them (locally and over a
+real HTTP server on 127.0.0.1), with the folder source's images, labels, checks and exact resume."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import re
+import tarfile
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_cv import ImageDataModule
+from lightning_cv.callbacks import PreemptionCheckpoint
+from lightning_cv.cli import main
+from lightning_cv.data import shard_reader
+from lightning_cv.data.datasets import ImageFileDataset
+from lightning_cv.data.shard_reader import expand_braces, open_shards
+from lightning_cv.data.shard_writer import parse_size, write_shards
+from tests.test_resume_cases import Stop, assert_bitwise, fit
+
+CLASSES = ["circle", "cross", "ring", "square", "star", "triangle"]  # six, as the resume helper's model has
+
+
+def photos(root: Path, per_class: int = 6, val: int = 2) -> Path:
+    """Class folders of small random pictures (train/ and val/), each file different."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", val)):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (36, 40, 3), dtype=np.uint8) // 2 + np.uint8(20 * c)
+                Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    root = photos(tmp_path_factory.mktemp("photos"))
+    (root / "train" / "ring" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    assert main(["shard", "--data.data_dir", str(root), "--output", str(out), "--shard_size", "40KB"]) == 0
+    return root, out
+
+
+def _pattern(out: Path, split: str) -> str:
+    count = len(list(out.glob(f"{split}-*.tar")))
+    return f"{out}/{split}-{{000000..{count - 1:06d}}}.tar"
+
+
+def test_shards_are_plain_webdataset_with_an_index(packed):
+    root, out = packed
+    index = json.loads((out / "index.json").read_text())
+    assert index["class_names"] == CLASSES
+    train = index["splits"]["train"]
+    assert train["images"] == 36 and train["class_counts"] == [6] * 6  # the broken file is not packed ...
+    assert [Path(s["path"]).name for s in index["skipped"]] == ["broken.jpg"]  # ... but listed
+    assert len(train["shards"]) > 1 and all(s["bytes"] <= 40_000 + 12_000 for s in train["shards"])
+    for shard in train["shards"]:
+        path = out / shard["name"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == shard["sha256"]
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+            # WebDataset: <key>.<ext> then <key>.cls, the class index as text
+            assert all(re.fullmatch(r"\d{9}\.(png|jpg)", a) and b == a.split(".")[0] + ".cls"
+                       for a, b in zip(names[::2], names[1::2], strict=True))  # fmt: skip
+            for image_name, cls_name in zip(names[::2], names[1::2], strict=True):
+                label = int(tar.extractfile(cls_name).read())
+                data = tar.extractfile(image_name).read()
+                source = next(p for p in (root / "train" / CLASSES[label]).iterdir() if p.read_bytes() == data)
+                assert source.parent.name == CLASSES[label]
+    assert not list(out.glob("*.partial"))
+
+
+def test_reading_shards_gives_the_folder_sources_images_and_labels(packed):
+    _, out = packed
+    data = ImageDataModule(shards=_pattern(out, "train"), val_shards=_pattern(out, "val"), image_size=32,
+                           num_workers=0, auto_augment="none")  # fmt: skip
+    data.setup("fit")
+    assert data.class_names == CLASSES and data.num_classes == 6
+    train, val = data.datasets["train"], data.datasets["val"]
+    assert len(train) == 36 and len(val) == 12
+    assert data.class_balance("train").counts == dict.fromkeys(CLASSES, 6)
+    evaluation = data.eval_dataloader("train").dataset  # the evaluation transform: deterministic, comparable
+    for i in range(len(evaluation)):
+        image, label = evaluation[i]
+        source = re.search(r"\[(.*)\]$", evaluation.paths[i]).group(1)
+        assert CLASSES[label] == Path(source).parent.name
+        expected, _ = ImageFileDataset([source], [label], evaluation.transform)[0]
+        assert torch.equal(image, expected)
+
+
+def test_without_val_shards_a_validation_part_is_held_out(packed):
+    _, out = packed
+    data = ImageDataModule(shards=_pattern(out, "train"), image_size=32, num_workers=0, val_split=0.5)
+    data.setup("fit")
+    train, val = data.datasets["train"], data.datasets["val"]
+    assert len(train) == len(val) == 18 and not set(train.paths) & set(val.paths)
+
+
+def test_leaks_between_splits_are_found_from_the_index_hashes(tmp_path):
+    root = photos(tmp_path / "photos", per_class=2, val=1)
+    (root / "val" / "star" / "copy.png").write_bytes((root / "train" / "ring" / "1.png").read_bytes())
+    write_shards({"train": _records(root, "train"), "val": _records(root, "val")}, CLASSES, tmp_path / "s",
+                 shard_size="1MB", log=lambda _: None)  # fmt: skip
+    data = ImageDataModule(shards=f"{tmp_path}/s/train-000000.tar", val_shards=f"{tmp_path}/s/val-000000.tar",
+                           image_size=32, on_leakage="error")  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 image\(s\) appear in more than one split") as err:
+        data.setup("fit")
+    assert "ring/1.png" in str(err.value) and "copy.png" in str(err.value)
+
+
+def _records(root: Path, split: str) -> list[tuple[str, int]]:
+    return [(str(p), CLASSES.index(p.parent.name)) for p in sorted((root / split).rglob("*.*"))]
+
+
+def test_an_interrupted_shard_run_keeps_what_it_finished(tmp_path):
+    root = photos(tmp_path / "photos")
+    records = {"train": _records(root, "train")}
+    first = write_shards(records, CLASSES, tmp_path / "a", shard_size="30KB", log=lambda _: None)
+    digests = {n: hashlib.sha256((tmp_path / "a" / n).read_bytes()).hexdigest() for n in first.shards["train"]}
+    # as a kill would leave it: no index yet, one shard missing, one half-written under its temporary name
+    (tmp_path / "a" / "index.json").unlink()
+    (tmp_path / "a" / first.shards["train"][-1]).unlink()
+    (tmp_path / "a" / f"{first.shards['train'][0]}.partial").write_bytes(b"cut")
+    again = write_shards(records, CLASSES, tmp_path / "a", shard_size="30KB", log=lambda _: None)
+    assert again.reused == len(first.shards["train"]) - 1
+    assert {n: hashlib.sha256((tmp_path / "a" / n).read_bytes()).hexdigest() for n in again.shards["train"]} == digests
+    with pytest.raises(ValueError, match="already holds shards"):
+        write_shards(records, CLASSES, tmp_path / "a", log=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("{out}/train-{{000007..000009}}.tar", "matches no file"),
+        ("{out}/val-000000.tar", "are not train shards"),
+        ("{out}/../elsewhere/train-000000.tar", "matches no file"),
+    ],
+)
+def test_shard_patterns_that_do_not_fit_are_one_line_errors(packed, pattern, message):
+    _, out = packed
+    with pytest.raises(ValueError, match=message):
+        open_shards(pattern.format(out=out), "train")
+
+
+def test_a_shard_without_its_index_or_with_a_foreign_one_is_refused(tmp_path, packed):
+    _, out = packed
+    lone = tmp_path / "train-000000.tar"
+    lone.write_bytes((out / "train-000000.tar").read_bytes())
+    with pytest.raises(ValueError, match=r"No index\.json beside the train shards"):
+        open_shards(str(lone), "train")
+    (tmp_path / "index.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="is not a shard index"):
+        open_shards(str(lone), "train")
+
+
+def test_a_label_outside_the_classes_is_refused(tmp_path, packed):
+    _, out = packed
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    members = dict(np.load(copy / "train.members.npz"))
+    members["label"][3] = 9
+    np.savez(copy / "train.members.npz", **members)
+    with pytest.raises(ValueError, match="label 9, outside the index's 6 classes"):
+        open_shards(str(copy / "train-000000.tar"), "train")
+
+
+def test_a_cut_shard_skips_the_missing_images_and_says_so(tmp_path, packed):
+    _, out = packed
+    for f in out.iterdir():
+        if f.is_file():
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    shard = tmp_path / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:1500])  # an interrupted copy: the first image at most
+    data = ImageDataModule(shards=str(shard), image_size=32, num_workers=0, val_split=0.0)
+    data.setup("fit")
+    dataset = data.datasets["train"]
+    with pytest.warns(UserWarning, match="a cut shard"):
+        items = [dataset[i] for i in range(len(dataset))]
+    assert items.count(None) >= 1
+
+
+def test_shards_and_a_folder_together_are_refused(packed):
+    root, out = packed
+    with pytest.raises(ValueError, match="Give `shards` or `data_dir`, not both"):
+        ImageDataModule(shards=_pattern(out, "train"), data_dir=str(root)).setup("fit")
+
+
+def test_brace_patterns_and_sizes():
+    assert expand_braces("s/train-{000..002}.tar") == ["s/train-000.tar", "s/train-001.tar", "s/train-002.tar"]
+    assert expand_braces("{a,b}-{1..2}") == ["a-1", "a-2", "b-1", "b-2"]
+    assert parse_size("1GB") == 10**9 and parse_size("64MiB") == 64 * 2**20 and parse_size(5000) == 5000
+    for bad in ("lots", "1XB", "10"):
+        with pytest.raises(ValueError, match="size"):
+            parse_size(bad)
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Python's file server with byte ranges, as object stores and nginx serve them."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if wanted is None or not path.is_file():
+            return super().do_GET()
+        start, end = int(wanted.group(1)), int(wanted.group(2))
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            body = handle.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{path.stat().st_size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(packed):
+    _, out = packed
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(out)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_shards_stream_over_http_with_the_same_images(packed, server):
+    _, out = packed
+    count = len(list(out.glob("train-*.tar")))
+    remote = ImageDataModule(shards=f"{server}/train-{{000000..{count - 1:06d}}}.tar", image_size=32, num_workers=0,
+                             val_split=0.0, auto_augment="none")  # fmt: skip
+    local = ImageDataModule(shards=_pattern(out, "train"), image_size=32, num_workers=0, val_split=0.0,
+                            auto_augment="none")  # fmt: skip
+    remote.setup("fit")
+    local.setup("fit")
+    a, b = remote.eval_dataloader("train").dataset, local.eval_dataloader("train").dataset
+    assert len(a) == len(b) == 36
+    for i in (0, 17, 35):
+        assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
+
+
+def test_an_unreachable_url_is_a_clear_error_after_bounded_retries(monkeypatch):
+    monkeypatch.setattr(shard_reader.time, "sleep", lambda _: None)  # the retries, without their waits
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OSError, match=r"after 4 attempts.*Is the server up"):
+        open_shards(f"http://127.0.0.1:{port}/train-000000.tar", "train")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_on_shards_resumes_bitwise_after_a_stop(tmp_path, packed, workers):
+    """The folder resume recipe on shards: stop mid-epoch (SIGTERM), resume from the checkpoint, equal weights."""
+    _, out = packed
+
+    def shards():
+        return ImageDataModule(shards=_pattern(out, "train"), image_size=32, batch_size=4, num_workers=workers,
+                               val_split=0.0, mixup_alpha=0.4, cutmix_alpha=1.0)  # fmt: skip
+
+    reference, steps = fit(tmp_path / "ref", dm=shards())
+    stop = Stop(epoch=1, batch=3)
+    fit(tmp_path / "stop", dm=shards(), callbacks=[stop, PreemptionCheckpoint(dirpath=tmp_path / "ck")])
+    resumed, resumed_steps = fit(tmp_path / "resume", dm=shards(), ckpt_path=tmp_path / "ck" / "interrupted.ckpt")
+    assert resumed_steps == steps
+    assert_bitwise(resumed, reference)
+    assert os.path.isfile(tmp_path / "ck" / "interrupted.ckpt")
