@@ -39,7 +39,7 @@ def shard(
 
     settings = dict(data or {})
     data_module = ImageDataModule(**settings)
-    hp = data_module.hparams
+    hp: Any = data_module.hparams
     source = data_source(hp)
     if source not in ("folders", "list"):
         raise ValueError(
@@ -53,7 +53,7 @@ def shard(
             "CSV list itself (`--data.train_file`)."
         )
     report = write_shards(
-        {split: [(str(p), int(y)) for p, y in rows] for split, rows in found.records.items()},
+        {split: [(str(p), int(y)) for p, y in rows] for split, rows in found.records.items()},  # type: ignore[arg-type]
         found.class_names,
         output,
         shard_size=shard_size,
