@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +75,29 @@ def read_range(url: str, offset: int, size: int) -> bytes:
         if len(data) != size:
             raise ShortShardError(f"'{url}' is shorter than its index says ({size} bytes at {offset}): a cut shard")
         return data
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{offset + size - 1}"})
+    return _fetch(url, (offset, size))
+
+
+def _read_whole(url: str) -> bytes:
+    """The whole file or URL (an index, a member table)."""
+    return Path(url).read_bytes() if not _is_url(url) else _fetch(url, None)
+
+
+def _fetch(url: str, span: tuple[int, int] | None) -> bytes:
+    """GET ``url`` (the ``(offset, size)`` byte range of it, when given), retried with backoff a bounded number of
+    times; a 4xx answer is not retried."""
+    headers = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
+    request = urllib.request.Request(url, headers=headers)
     last: Exception | None = None
     for attempt in range(RETRIES):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                data = response.read()
-                if response.status == 200:  # a server without range support sent the whole file
-                    data = data[offset : offset + size]
-            if len(data) == size:
-                return bytes(data)
-            last = OSError(f"got {len(data)} of {size} bytes")
+                data = bytes(response.read())
+                if span and response.status == 200:  # a server without range support sent the whole file
+                    data = data[span[0] : span[0] + span[1]]
+            if span is None or len(data) == span[1]:
+                return data
+            last = OSError(f"got {len(data)} of {span[1]} bytes")
         except urllib.error.HTTPError as err:
             if 400 <= err.code < 500:  # not found, forbidden: asking again will not help
                 raise OSError(f"Cannot read '{url}': HTTP {err.code} {err.reason}.") from err
@@ -97,28 +109,12 @@ def read_range(url: str, offset: int, size: int) -> bytes:
     raise OSError(f"Cannot read '{url}' after {RETRIES} attempts ({last}). Is the server up and the URL right?")
 
 
-def _read_text(url: str) -> bytes:
-    if not _is_url(url):
-        return Path(url).read_bytes()
-    last: Exception | None = None
-    for attempt in range(RETRIES):
-        try:
-            with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-                return bytes(response.read())
-        except urllib.error.HTTPError as err:
-            if 400 <= err.code < 500:
-                raise OSError(f"Cannot read '{url}': HTTP {err.code} {err.reason}.") from err
-            last = err
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            last = err
-        if attempt + 1 < RETRIES:
-            time.sleep(0.5 * 2**attempt)
-    raise OSError(f"Cannot read '{url}' after {RETRIES} attempts ({last}). Is the server up and the URL right?")
-
-
 @dataclass
 class ShardSplit:
-    """One split of a shard set: the class names, the shard URLs, and the per-image arrays of the index."""
+    """One split of a shard set: the class names, the shard URLs, and the per-image arrays of the index.
+
+    ``member`` holds each image's row in the split's full member table (to find its source path, read lazily).
+    """
 
     class_names: list[str]
     urls: list[str]
@@ -127,10 +123,18 @@ class ShardSplit:
     size: np.ndarray
     label: np.ndarray
     digest: np.ndarray
-    names: list[str]
+    key: np.ndarray
+    member: np.ndarray
+    #: the file listing each member's source path (``<split>.sources.json``), or ``""``
+    sources_url: str = ""
+    _sources: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.label)
+
+    def name(self, index: int) -> str:
+        """``<shard url>#<key>``: where image ``index`` is."""
+        return f"{self.urls[int(self.shard[index])]}#{int(self.key[index]):09d}"
 
     def class_counts(self) -> list[int]:
         return np.bincount(self.label, minlength=len(self.class_names)).tolist()
@@ -140,21 +144,36 @@ class ShardSplit:
         chosen = np.asarray(indices, dtype=np.int64)
         return ShardSplit(
             self.class_names, self.urls, self.shard[chosen], self.offset[chosen], self.size[chosen],
-            self.label[chosen], self.digest[chosen], [self.names[i] for i in chosen.tolist()],
+            self.label[chosen], self.digest[chosen], self.key[chosen], self.member[chosen], self.sources_url,
         )  # fmt: skip
+
+    def sources(self, indices: Sequence[int]) -> list[str]:
+        """The files images ``indices`` came from (read from the sources list; its names if there is none)."""
+        if self._sources is None:
+            try:
+                listed = json.loads(_read_whole(self.sources_url)) if self.sources_url else None
+            except (OSError, ValueError):
+                listed = None
+            self._sources = [str(p) for p in listed] if isinstance(listed, list) else []
+        if len(self._sources) <= int(self.member.max(initial=-1)):
+            return [self.name(i) for i in indices]
+        return [self._sources[int(self.member[i])] for i in indices]
 
 
 def shard_leaks(splits: dict[str, ShardSplit]) -> list[tuple[str, str, str, str]]:
-    """Images whose bytes are in two splits (by the index's content hashes): ``(split, name, other split, name)``."""
-    seen: dict[bytes, tuple[str, str]] = {}
-    leaks = []
+    """Images whose bytes are in two splits (by the index's content hashes): ``(split, name, other split, name)``,
+    named by the files they came from."""
+    seen: dict[bytes, tuple[str, int]] = {}
+    found: list[tuple[str, int, str, int]] = []
     for split, part in splits.items():
-        for digest, name in zip(part.digest, part.names, strict=True):
-            key = bytes(digest)
-            first = seen.setdefault(key, (split, name))
+        for index, digest in enumerate(part.digest):
+            first = seen.setdefault(bytes(digest), (split, index))
             if first[0] != split:
-                leaks.append((first[0], first[1], split, name))
-    return leaks
+                found.append((first[0], first[1], split, index))
+    named = []
+    for a, i, b, j in found[:100]:  # named for the report: the first hundred are plenty to act on
+        named.append((a, splits[a].sources([i])[0], b, splits[b].sources([j])[0]))
+    return named + [(a, splits[a].name(i), b, splits[b].name(j)) for a, i, b, j in found[100:]]
 
 
 def _parent(url: str) -> str:
@@ -187,7 +206,7 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
             raise ValueError(f"{len(missing)} of the {split} shards do not exist, e.g. '{missing[0]}'.")
     index_url = f"{folder}/{INDEX_NAME}"
     try:
-        index = json.loads(_read_text(index_url))
+        index = json.loads(_read_whole(index_url))
     except FileNotFoundError as err:
         raise ValueError(
             f"No {INDEX_NAME} beside the {split} shards ('{index_url}'): shards are read with the index that "
@@ -209,7 +228,10 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
     members_name = str(entry["members"])  # type: ignore[index]
     if "/" in members_name or "\\" in members_name or members_name in ("", ".", ".."):
         raise ValueError(f"'{index_url}' names its member table '{members_name}': a plain file name is expected.")
-    members = np.load(io.BytesIO(_read_text(f"{folder}/{members_name}")), allow_pickle=False)
+    members = np.load(io.BytesIO(_read_whole(f"{folder}/{members_name}")), allow_pickle=False)
+    sources_name = str(entry.get("sources") or "")  # type: ignore[union-attr]
+    if "/" in sources_name or "\\" in sources_name or sources_name in (".", ".."):
+        sources_name = ""
     chosen = np.asarray([by_name[u.rsplit("/", 1)[-1]] for u in urls])
     keep = np.isin(members["shard"], chosen)
     remap = np.full(len(shards), -1, dtype=np.int64)
@@ -230,8 +252,26 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
         size=members["size"][keep],
         label=label,
         digest=members["digest"][keep],
-        names=[str(n) for n in members["source"][keep]],
+        key=members["key"][keep],
+        member=np.flatnonzero(keep),
+        sources_url=f"{folder}/{sources_name}" if sources_name else "",
     )
+
+
+class _MemberNames(Sequence[str]):
+    """``paths`` of a :class:`ShardDataset`: each image's ``<shard url>#<key>``, made when asked for (a million
+    strings made up front would cost more than the rest of setup)."""
+
+    def __init__(self, split: ShardSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.split.name(i) for i in range(len(self))[index]]
+        return self.split.name(int(index))
 
 
 class ShardDataset(ImageFileDataset):
@@ -245,9 +285,13 @@ class ShardDataset(ImageFileDataset):
         min_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        names = [f"{split.urls[s]}[{n}]" for s, n in zip(split.shard.tolist(), split.names, strict=True)]
-        super().__init__(names, split.label.tolist(), transform, min_size=min_size, max_pixels=max_pixels)
+        super().__init__([], [], transform, min_size=min_size, max_pixels=max_pixels)
         self.split = split
+        self.paths = _MemberNames(split)  # type: ignore[assignment]
+        self.targets = split.label.tolist()  # Python ints, as a folder's dataset holds them
+
+    def __len__(self) -> int:
+        return len(self.split)
 
     def read_bytes(self, index: int) -> bytes:
         """The image's bytes, read from its shard by offset. A shard cut short makes its missing images bad samples

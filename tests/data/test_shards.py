@@ -93,7 +93,8 @@ def test_reading_shards_gives_the_folder_sources_images_and_labels(packed):
     evaluation = data.eval_dataloader("train").dataset  # the evaluation transform: deterministic, comparable
     for i in range(len(evaluation)):
         image, label = evaluation[i]
-        source = re.search(r"\[(.*)\]$", evaluation.paths[i]).group(1)
+        source = evaluation.split.sources([i])[0]
+        assert evaluation.paths[i].endswith(".tar#" + evaluation.paths[i].rsplit("#", 1)[1])
         assert CLASSES[label] == Path(source).parent.name
         expected, _ = ImageFileDataset([source], [label], evaluation.transform)[0]
         assert torch.equal(image, expected)
@@ -104,7 +105,7 @@ def test_without_val_shards_a_validation_part_is_held_out(packed):
     data = ImageDataModule(shards=_pattern(out, "train"), image_size=32, num_workers=0, val_split=0.5)
     data.setup("fit")
     train, val = data.datasets["train"], data.datasets["val"]
-    assert len(train) == len(val) == 18 and not set(train.paths) & set(val.paths)
+    assert len(train) == len(val) == 18 and not set(train.paths[:]) & set(val.paths[:])
 
 
 def test_leaks_between_splits_are_found_from_the_index_hashes(tmp_path):
@@ -284,3 +285,15 @@ def test_training_on_shards_resumes_bitwise_after_a_stop(tmp_path, packed, worke
     assert resumed_steps == steps
     assert_bitwise(resumed, reference)
     assert os.path.isfile(tmp_path / "ck" / "interrupted.ckpt")
+
+
+def test_setup_reads_the_index_and_no_shard(packed, monkeypatch):
+    _, out = packed
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("setup read a shard")
+
+    monkeypatch.setattr(shard_reader, "read_range", no_reading)
+    data = ImageDataModule(shards=_pattern(out, "train"), val_shards=_pattern(out, "val"), image_size=32)
+    data.setup("fit")  # classes, splits, balance report and leakage check, all from index.json and the tables
+    assert len(data.datasets["train"]) == 36 and data.label_counts("train")[1] == 36
