@@ -81,6 +81,10 @@ class ImageDataModule(LightningDataModule):
             (``"shards/train-{000000..000123}.tar"``) or a list, local paths or ``http(s)://`` URLs, read by offset
             with the ``index.json`` beside them (:mod:`lightning_cv.data.shard_reader`); ``val_shards`` and
             ``test_shards`` likewise (without them, ``val_split``/``test_split`` hold images out as for folders).
+        hf_dataset: a Hugging Face dataset: a folder written by ``save_to_disk``, a folder of Parquet files, or a Hub
+            name; ``hf_split`` (``"train"``), ``hf_val_split`` and ``hf_test_split`` name its splits (without the
+            last two, ``val_split``/``test_split`` hold images out), ``hf_image_column`` and ``hf_label_column`` its
+            columns (:mod:`lightning_cv.data.hf_source`).
         label_separator: what separates the labels in a ``labels`` cell of a multi-label list (``"cat;dog"``).
         predict_dir: a folder of unlabelled images, one image file, or a list file of image paths, for
             ``Trainer.predict``.
@@ -130,6 +134,12 @@ class ImageDataModule(LightningDataModule):
         shards: str | list[str] | None = None,
         val_shards: str | list[str] | None = None,
         test_shards: str | list[str] | None = None,
+        hf_dataset: str | None = None,
+        hf_split: str = "train",
+        hf_val_split: str | None = None,
+        hf_test_split: str | None = None,
+        hf_image_column: str = "image",
+        hf_label_column: str = "label",
         label_separator: str = ";",
         predict_dir: str | None = None,
         download: bool = False,
@@ -329,7 +339,7 @@ class ImageDataModule(LightningDataModule):
         source = data_source(self._hp)
         if source in ("folders", "list") and not self._checked:
             self._run_checks()
-        if source == "shards" and not self._checked:
+        if source in ("shards", "huggingface") and not self._checked:
             self._check_shard_leaks()
         self.datasets = {}
         self._eval_setup = (eval_tf, eval_min)
@@ -366,13 +376,15 @@ class ImageDataModule(LightningDataModule):
             # an imbalanced training split (validation and test stay balanced, to measure every class alike)
             fractions = opts.get("train_class_fractions") if split == "train" else None
             return ShapesDataset(count, size, hp.seed, split, tf, class_fractions=fractions)
-        if source == "shards":
+        if source in ("shards", "huggingface"):
             if split not in self._shards:
                 return None
+            from lightning_cv.data.hf_source import HFImageDataset
             from lightning_cv.data.shard_reader import ShardDataset
 
+            kind = ShardDataset if source == "shards" else HFImageDataset
             min_size = train_min if split == "train" else eval_min
-            return ShardDataset(self._shards[split], tf, min_size=min_size, max_pixels=hp.max_image_pixels)
+            return kind(self._shards[split], tf, min_size=min_size, max_pixels=hp.max_image_pixels)
         if source == "torchvision":
             return TransformSubset(self._tv[split], self._tv_indices[split], tf) if split in self._tv else None
         if split in self._records:
@@ -462,13 +474,15 @@ class ImageDataModule(LightningDataModule):
         self._facts = None  # the answers are applied; the index is on disk for the next run
 
     def _check_shard_leaks(self) -> None:
-        """The leakage check of shards: the index's content hashes compared across splits (no image is read)."""
+        """The leakage check of shards (the index's content hashes compared across splits, no image read) and of
+        Hugging Face datasets (each image's bytes hashed, not decoded)."""
+        from lightning_cv.data.hf_source import hf_leaks
         from lightning_cv.data.shard_reader import shard_leaks
 
         self._checked = True
-        if self._hp.leakage_check == "off":
+        if self._hp.leakage_check == "off" or len(self._shards) < 2:
             return
-        leaks = shard_leaks(self._shards)
+        leaks = shard_leaks(self._shards) if data_source(self._hp) == "shards" else hf_leaks(self._shards)
         if not leaks:
             return
         shown = "\n".join(f"  {a}:{x} == {b}:{y}" for a, x, b, y in leaks[:10])

@@ -74,6 +74,8 @@ def discover(hp: Any) -> Discovered:
         return _torchvision(hp)
     if source == "shards":
         return _shards(hp)
+    if source == "huggingface":
+        return _huggingface(hp)
     if source == "list":
         return _lists(hp)
     return _folders(hp)
@@ -81,12 +83,14 @@ def discover(hp: Any) -> Discovered:
 
 def data_source(hp: Any) -> str:
     """Where the images come from: ``"shapes"``, ``"shapes_multilabel"``, ``"torchvision"``, ``"shards"`` (WebDataset
-    tar shards), ``"list"`` (CSV/text lists) or ``"folders"``."""
-    if hp.shards is not None:
-        others = [n for n in ("data_dir", "dataset", "train_file") if getattr(hp, n) is not None]
-        if others:
-            raise ValueError(f"Give `shards` or `{others[0]}`, not both: each names where the training images are.")
-        return "shards"
+    tar shards), ``"huggingface"`` (a Hugging Face dataset), ``"list"`` (CSV/text lists) or ``"folders"``."""
+    if hp.shards is not None or hp.hf_dataset is not None:
+        given = [n for n in ("shards", "hf_dataset", "data_dir", "dataset", "train_file") if getattr(hp, n) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"Give `{given[0]}` or `{given[1]}`, not both: each names where the training images are."
+            )
+        return "shards" if hp.shards is not None else "huggingface"
     if hp.val_shards is not None or hp.test_shards is not None:
         raise ValueError("`val_shards`/`test_shards` need the training shards too: pass `shards`.")
     if hp.dataset is not None:
@@ -171,12 +175,32 @@ def _shards(hp: Any) -> Discovered:
                     f"The {split} shards' classes differ from the training shards' ({splits[split].class_names[:5]} "
                     f"vs {classes[:5]}): write all splits with one `lightning-cv shard` run."
                 )
-    labels = splits["train"].label.tolist()
+    return Discovered(classes, shards=_held_out(hp, splits), evidence="the shards' index has one class per image")
+
+
+def _huggingface(hp: Any) -> Discovered:
+    """A Hugging Face dataset: its training split's classes, each split's rows (held out of training if not given)."""
+    from lightning_cv.data.hf_source import open_hf
+
+    columns = (hp.hf_image_column, hp.hf_label_column)
+    splits = {"train": open_hf(hp.hf_dataset, hp.hf_split, *columns)}
+    classes = splits["train"].class_names
+    for split, name in (("val", hp.hf_val_split), ("test", hp.hf_test_split)):
+        if name is not None:
+            splits[split] = open_hf(hp.hf_dataset, name, *columns, class_names=classes)
+    evidence = "the dataset's label column has one class per row"
+    return Discovered(classes, shards=_held_out(hp, splits), evidence=evidence)
+
+
+def _held_out(hp: Any, splits: dict[str, Any]) -> dict[str, Any]:
+    """``splits`` (each with ``subset`` and ``labels``/``label``) with ``val_split``/``test_split`` taken from
+    training where a split is not given, stratified and seeded as for folders."""
+    train = splits["train"]
+    labels = list(getattr(train, "labels", None) or train.label.tolist())
     rows = {split: list(range(len(part))) for split, part in splits.items()}
-    held = _hold_out(hp, rows, lambda train, parts: stratified_split([labels[i] for i in train], parts, hp.seed))
-    parts = {split: (splits[split] if split in splits and split != "train" else splits["train"]).subset(indices)
-             for split, indices in held.items()}  # fmt: skip
-    return Discovered(classes, shards=parts, evidence="the shards' index has one class per image")
+    held = _hold_out(hp, rows, lambda chosen, parts: stratified_split([labels[i] for i in chosen], parts, hp.seed))
+    return {split: (splits[split] if split in splits and split != "train" else train).subset(indices)
+            for split, indices in held.items()}  # fmt: skip
 
 
 def _folders(hp: Any) -> Discovered:

@@ -1,0 +1,189 @@
+"""Hugging Face datasets as a source: a folder written by ``save_to_disk``, Parquet files, or a dataset on the Hub.
+
+The images are read as their encoded bytes from the Arrow table (``Image(decode=False)``) and decoded by our own
+decoder, so bad samples are skipped and counted as for files, and each image is one random-access row: the dataset
+goes through the same resumable, seeded, DDP-strided path as folders and shards (exact resume, the same
+augmentation whatever the process or worker count). Class names come from the label column's ``ClassLabel``
+feature, else from its values (sorted). ``datasets`` is imported only when this source is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning_cv.data.datasets import ImageFileDataset
+from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
+
+__all__ = ["HFImageDataset", "HFSplit", "hf_leaks", "open_hf"]
+
+
+@dataclass
+class HFSplit:
+    """One split of a Hugging Face dataset: its rows, the image column, labels and class names."""
+
+    dataset: Any
+    name: str
+    image_column: str
+    labels: list[int]
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int]) -> HFSplit:
+        chosen = list(indices)
+        return HFSplit(self.dataset.select(chosen), self.name, self.image_column,
+                       [self.labels[i] for i in chosen], self.class_names)  # fmt: skip
+
+    def image_bytes(self, index: int) -> bytes | None:
+        cell = self.dataset[int(index)][self.image_column]
+        if isinstance(cell, dict):
+            return cell.get("bytes")
+        return bytes(cell) if isinstance(cell, (bytes, bytearray)) else None
+
+
+def _load(path: str, split: str) -> Any:
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(
+            "Hugging Face datasets need the `datasets` package: pip install 'lightning-cv-kit[hf]'"
+        ) from err
+    local = Path(path)
+    if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(local))  # written by save_to_disk: Arrow files, no code
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"'{path}' has no split {split!r}; its splits: {', '.join(loaded)}.")
+            return loaded[split]
+        return loaded
+    try:
+        return datasets.load_dataset(path, split=split)  # Parquet/Arrow/image files, or a Hub name
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise ValueError(f"'{path}' has no split {split!r} ({str(err).splitlines()[0]}).") from err
+        raise
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"No Hugging Face dataset at '{path}': pass a folder written by `save_to_disk`, a folder of Parquet "
+            f"files, or a Hub name such as 'user/name' (this needs network) ({str(err).splitlines()[0]})."
+        ) from err
+
+
+def open_hf(
+    path: str, split: str, image_column: str, label_column: str, class_names: list[str] | None = None
+) -> HFSplit:
+    """Split ``split`` of the dataset at ``path``, its columns checked and its labels as class indices.
+
+    Args:
+        class_names: the training split's classes; other splits must use the same ones.
+
+    Raises:
+        ValueError: a column that does not exist (the message lists the columns), an image column that holds no
+            images, a label that is not a class, a split that does not exist.
+    """
+    import datasets
+
+    data = _load(path, split)
+    columns = list(data.column_names)
+    for kind, column in (("image", image_column), ("label", label_column)):
+        if column not in columns:
+            raise ValueError(
+                f"The {split} split of '{path}' has no column {column!r}; its columns: {', '.join(columns)}. Pass "
+                f"the right one with `--data.hf_{kind}_column`."
+            )
+    feature = data.features[image_column]
+    if isinstance(feature, datasets.Image):
+        data = data.cast_column(image_column, datasets.Image(decode=False))  # bytes: decoded by our decoder
+    elif not (isinstance(feature, datasets.Value) and feature.dtype in ("binary", "large_binary")):
+        raise ValueError(
+            f"Column {image_column!r} of '{path}' holds {feature}, not images. Pass the image column with "
+            "`--data.hf_image_column`."
+        )
+    label_feature = data.features[label_column]
+    values = data[label_column]
+    if isinstance(label_feature, datasets.ClassLabel):
+        names = list(label_feature.names)
+        labels = [int(v) for v in values]
+    else:
+        if any(isinstance(v, (list, dict)) or v is None for v in values):
+            raise ValueError(
+                f"Column {label_column!r} of '{path}' holds {label_feature}, not one class per image. Pass the label "
+                "column with `--data.hf_label_column`."
+            )
+        names = class_names or sorted({str(v) for v in values}, key=lambda v: (len(v), v) if v.isdigit() else (0, v))
+        index = {name: i for i, name in enumerate(names)}
+        labels = [index.get(str(v), -1) for v in values]
+    if class_names is not None and names != class_names:
+        raise ValueError(
+            f"The {split} split's classes differ from the training split's ({names[:5]} vs {class_names[:5]})."
+        )
+    outside = [v for v, y in zip(values, labels, strict=True) if not 0 <= y < len(names)]
+    if outside:
+        raise ValueError(
+            f"The {split} split of '{path}' has {len(outside)} label(s) outside the {len(names)} classes, e.g. "
+            f"{outside[0]!r}. Every image needs one of the training split's classes."
+        )
+    return HFSplit(data, f"{path}[{split}]", image_column, labels, names)
+
+
+def hf_leaks(splits: dict[str, HFSplit]) -> list[tuple[str, str, str, str]]:
+    """Images whose bytes are in two splits: ``(split, row name, other split, row name)``; reads every image's
+    bytes (not decoded) once."""
+    seen: dict[bytes, tuple[str, int]] = {}
+    leaks = []
+    for split, part in splits.items():
+        column = part.dataset.with_format(None)[part.image_column]
+        for index, cell in enumerate(column):
+            data = cell.get("bytes") if isinstance(cell, dict) else cell
+            if not data:
+                continue
+            first = seen.setdefault(hashlib.sha256(data).digest(), (split, index))
+            if first[0] != split:
+                leaks.append((first[0], f"{splits[first[0]].name}[{first[1]}]", split, f"{part.name}[{index}]"))
+    return leaks
+
+
+class _RowNames(Sequence[str]):
+    """``paths`` of an :class:`HFImageDataset`: ``<dataset>[<split>][<row>]``, made when asked for."""
+
+    def __init__(self, split: HFSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [f"{self.split.name}[{i}]" for i in range(len(self))[index]]
+        return f"{self.split.name}[{int(index)}]"
+
+
+class HFImageDataset(ImageFileDataset):
+    """The rows of an :class:`HFSplit`, decoded like files (:class:`ImageFileDataset`, bad samples skipped)."""
+
+    def __init__(
+        self,
+        split: HFSplit,
+        transform: Any = None,
+        *,
+        min_size: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        super().__init__([], [], transform, min_size=min_size, max_pixels=max_pixels)
+        self.split = split
+        self.paths = _RowNames(split)  # type: ignore[assignment]
+        self.targets = list(split.labels)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def read_bytes(self, index: int) -> bytes:
+        data = self.split.image_bytes(index)
+        if not data:  # only embedded bytes: a path stored in the data never leads to a file elsewhere
+            raise BadImageError(self.paths[index], "no image bytes in the row")
+        return bytes(data)

@@ -1,0 +1,145 @@
+"""Hugging Face datasets as a source, from local files built here (no network): `save_to_disk` folders and Parquet."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_cv import ImageDataModule
+from lightning_cv.callbacks import PreemptionCheckpoint
+from lightning_cv.data.image_io import load_image
+from tests.test_resume_cases import Stop, assert_bitwise, fit
+
+datasets = pytest.importorskip("datasets")
+
+CLASSES = ["circle", "cross", "ring", "square", "star", "triangle"]
+
+
+def _png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (30, 34, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _split(count: int, offset: int, labels=None) -> dict:
+    return {
+        "picture": [{"bytes": _png(offset + i), "path": None} for i in range(count)],
+        "kind": labels if labels is not None else [i % len(CLASSES) for i in range(count)],
+    }
+
+
+def _features(label=None):
+    return datasets.Features({"picture": datasets.Image(), "kind": label or datasets.ClassLabel(names=CLASSES)})
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A DatasetDict written by `save_to_disk`: 36 training rows, 12 validation rows, ClassLabel labels."""
+    root = tmp_path_factory.mktemp("hf") / "pictures"
+    data = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(_split(36, 0), features=_features()),
+            "validation": datasets.Dataset.from_dict(_split(12, 100), features=_features()),
+        }
+    )
+    data.save_to_disk(str(root))
+    return root
+
+
+def module(path, **kwargs) -> ImageDataModule:
+    settings = dict(hf_dataset=str(path), hf_image_column="picture", hf_label_column="kind", image_size=32,
+                    num_workers=0, auto_augment="none")  # fmt: skip
+    return ImageDataModule(**{**settings, **kwargs})
+
+
+def test_a_saved_dataset_gives_its_rows_classes_and_splits(saved):
+    data = module(saved, hf_val_split="validation")
+    data.setup("fit")
+    assert data.class_names == CLASSES
+    train = data.eval_dataloader("train").dataset
+    assert len(train) == 36 and len(data.datasets["val"]) == 12
+    assert data.class_balance("train").counts == dict.fromkeys(CLASSES, 6)
+    for row in (0, 7, 35):
+        image, label = train[row]
+        expected = train.transform(load_image("x.png", data=_png(row)))
+        assert torch.equal(image, expected) and label == row % 6
+
+
+def test_parquet_files_with_text_labels(tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    names = ["dog", "cat", "emu"]
+    rows = _split(9, 0, labels=[names[i % 3] for i in range(9)])
+    datasets.Dataset.from_dict(rows, features=_features(datasets.Value("string"))).to_parquet(str(folder / "x.parquet"))
+    data = module(folder, val_split=0.0)
+    data.setup("fit")
+    assert data.class_names == ["cat", "dog", "emu"]  # sorted, as class folders are
+    assert data.datasets["train"].targets == [1, 0, 2] * 3
+
+
+def test_without_a_validation_split_one_is_held_out(saved):
+    data = module(saved, val_split=0.5)
+    data.setup("fit")
+    assert len(data.datasets["train"]) == len(data.datasets["val"]) == 18
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"hf_image_column": "photo"}, r"has no column 'photo'; its columns: picture, kind"),
+        ({"hf_label_column": "picture"}, r"Column 'picture' of .* holds Image\(.*not one class per image"),
+        ({"hf_image_column": "kind"}, "not images"),
+        ({"hf_val_split": "dev"}, r"has no split 'dev'; its splits: train, validation"),
+    ],
+)
+def test_mistakes_name_the_fix(saved, settings, message):
+    with pytest.raises(ValueError, match=message):
+        module(saved, **settings).setup("fit")
+
+
+def test_a_validation_class_the_training_split_lacks_is_refused(tmp_path):
+    root = tmp_path / "d"
+    string = _features(datasets.Value("string"))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(_split(4, 0, labels=["a", "b", "a", "b"]), features=string),
+            "validation": datasets.Dataset.from_dict(_split(2, 50, labels=["a", "zebra"]), features=string),
+        }
+    ).save_to_disk(str(root))
+    with pytest.raises(ValueError, match=r"1 label\(s\) outside the 2 classes, e.g. 'zebra'"):
+        module(root, hf_val_split="validation").setup("fit")
+
+
+def test_bad_rows_are_skipped_and_leaks_found(tmp_path):
+    root = tmp_path / "d"
+    train = _split(6, 0)
+    train["picture"][2] = {"bytes": b"\x89PNG broken", "path": None}
+    validation = _split(6, 0)  # the very same pictures: every one leaks
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(train, features=_features()),
+            "validation": datasets.Dataset.from_dict(validation, features=_features()),
+        }
+    ).save_to_disk(str(root))
+    with pytest.raises(ValueError, match=r"5 image\(s\) appear in more than one split"):
+        module(root, hf_val_split="validation", on_leakage="error").setup("fit")
+    data = module(root, hf_val_split="validation", leakage_check="off")
+    data.setup("fit")
+    with pytest.warns(UserWarning, match="not a readable image"):
+        assert data.datasets["train"][2] is None
+
+
+def test_training_on_a_hugging_face_dataset_resumes_bitwise(tmp_path, saved):
+    def hf():
+        return module(saved, batch_size=4, val_split=0.0, mixup_alpha=0.4, auto_augment="randaugment")
+
+    reference, steps = fit(tmp_path / "ref", dm=hf())
+    fit(tmp_path / "stop", dm=hf(), callbacks=[Stop(epoch=1, batch=2), PreemptionCheckpoint(dirpath=tmp_path / "ck")])
+    resumed, resumed_steps = fit(tmp_path / "resume", dm=hf(), ckpt_path=tmp_path / "ck" / "interrupted.ckpt")
+    assert resumed_steps == steps
+    assert_bitwise(resumed, reference)
