@@ -34,6 +34,8 @@ __all__ = ["ShardDataset", "ShardSplit", "expand_braces", "open_shards", "read_r
 RETRIES = 4
 #: seconds one HTTP request may take before it counts as failed
 TIMEOUT = 20.0
+#: the largest image a shard member may be (a bigger size in an index is refused, not read)
+MAX_MEMBER_BYTES = 256 * 2**20
 
 
 class ShortShardError(OSError):
@@ -297,7 +299,10 @@ class ShardDataset(ImageFileDataset):
         """The image's bytes, read from its shard by offset. A shard cut short makes its missing images bad samples
         (skipped and counted); a URL that does not answer is an error (``OSError``, after the retries)."""
         s = self.split
+        offset, size = int(s.offset[index]), int(s.size[index])
+        if offset < 0 or not 0 < size <= MAX_MEMBER_BYTES:  # an index is data too: it never sizes a huge read
+            raise BadImageError(self.paths[index], f"the index gives {size} bytes at offset {offset}")
         try:
-            return read_range(s.urls[int(s.shard[index])], int(s.offset[index]), int(s.size[index]))
+            return read_range(s.urls[int(s.shard[index])], offset, size)
         except ShortShardError as err:
             raise BadImageError(self.paths[index], str(err)) from err

@@ -297,3 +297,36 @@ def test_setup_reads_the_index_and_no_shard(packed, monkeypatch):
     data = ImageDataModule(shards=_pattern(out, "train"), val_shards=_pattern(out, "val"), image_size=32)
     data.setup("fit")  # classes, splits, balance report and leakage check, all from index.json and the tables
     assert len(data.datasets["train"]) == 36 and data.label_counts("train")[1] == 36
+
+
+def test_an_index_cannot_size_a_huge_read(tmp_path, packed):
+    _, out = packed
+    for f in out.iterdir():
+        if f.is_file():
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    members = dict(np.load(tmp_path / "train.members.npz"))
+    members["size"][0], members["offset"][1] = 2**40, -5  # planted: a terabyte read, a negative offset
+    np.savez(tmp_path / "train.members.npz", **members)
+    count = len(list(tmp_path.glob("train-*.tar")))
+    data = ImageDataModule(shards=f"{tmp_path}/train-{{000000..{count + 1:06d}}}.tar", image_size=32, num_workers=0,
+                           val_split=0.0, leakage_check="off")  # fmt: skip
+    with pytest.raises(ValueError, match=r"2 of the train shards do not exist"):
+        data.setup("fit")  # the pattern names more shards than there are: said before anything is read
+    data = ImageDataModule(shards=f"{tmp_path}/train-{{000000..{count - 1:06d}}}.tar", image_size=32, num_workers=0,
+                           val_split=0.0, leakage_check="off")  # fmt: skip
+    data.setup("fit")
+    dataset = data.datasets["train"]
+    with pytest.warns(UserWarning, match="the index gives"):
+        assert dataset[0] is None and dataset[1] is None
+    assert dataset[2] is not None
+
+
+def test_shard_a_csv_list(tmp_path):
+    root = photos(tmp_path / "photos", per_class=2, val=1)
+    rows = ["path,label"] + [f"{p},{p.parent.name}" for p in sorted((root / "train").rglob("*.*"))]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "s"
+    args = ["shard", "--data.train_file", str(tmp_path / "train.csv"), "--data.val_split", "0", "--output", str(out)]
+    assert main(args) == 0
+    split = open_shards(str(out / "train-000000.tar"), "train")
+    assert split.class_names == CLASSES and split.class_counts() == [2] * 6
