@@ -324,6 +324,16 @@ def _load(ckpt_path: str) -> tuple[str, Any, dict[str, Any]]:
     return ckpt_path, model, plain_hparams(meta.get("datamodule_hyper_parameters"))
 
 
+def _remote(key: str, value: Any) -> bool:
+    """Whether a data setting names data elsewhere: a shard URL, or a Hugging Face dataset that is not a folder here."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if key in ("shards", "val_shards", "test_shards"):
+        return any("://" in str(v) for v in values if v is not None)
+    if key == "hf_dataset":
+        return value is not None and not Path(str(value)).is_dir()
+    return False
+
+
 def _data_keys() -> set[str]:
     """The constructor arguments of ImageDataModule: what ``--data.*`` may set."""
     from lightning_cv.data.datamodule import ImageDataModule
@@ -336,14 +346,20 @@ def _datamodule(model: Any, data_hp: dict[str, Any], overrides: dict[str, Any]) 
     from lightning_cv.data.datamodule import ImageDataModule
 
     known = _data_keys()
-    # a checkpoint names the data it was trained on, but never makes this machine download anything
-    settings = {k: v for k, v in {**data_hp, "download": False, **overrides}.items() if k in known}
+    # a checkpoint names the data it was trained on, but never makes this machine download anything: no download,
+    # and no shard URL or Hub dataset taken from the file (given on the command line, they are the user's choice)
+    recorded = {k: v for k, v in data_hp.items() if not _remote(k, v)}
+    dropped = sorted(set(data_hp) - set(recorded))
+    if dropped and not any(k in overrides for k in dropped):
+        print(f"Note: the checkpoint's {', '.join(dropped)} name remote data, not fetched; pass them with --data.*")
+    settings = {k: v for k, v in {**recorded, "download": False, **overrides}.items() if k in known}
     # preprocessing the data settings leave open is the model's, as when it was trained
     trained = _trained_data_config(model, {k: v for k, v in settings.items() if k in OVERRIDE_KEYS})
     settings.update(trained.to_arguments())
-    has_source = any(settings.get(k) for k in ("data_dir", "dataset", "train_file", "val_file", "test_file"))
-    if not has_source and data_hp:
-        # the checkpoint records its data settings without a source: it was trained on the embedded default
+    sources = ("data_dir", "dataset", "train_file", "val_file", "test_file", "shards", "hf_dataset")
+    has_source = any(settings.get(k) for k in sources)
+    if not has_source and data_hp and not dropped and not any(data_hp.get(k) for k in sources):
+        # the checkpoint records ImageDataModule settings without a source: it was trained on the embedded default
         settings["dataset"] = "shapes"
         has_source = True
     if not has_source:

@@ -46,7 +46,11 @@ class HFSplit:
         return bytes(cell) if isinstance(cell, (bytes, bytearray)) else None
 
 
-def _load(path: str, split: str) -> Any:
+def _load(path: str, split: str, single_ok: bool) -> Any:
+    """Split ``split`` of the dataset at ``path``. A local folder is read only from files inside it: a folder
+    written by ``save_to_disk`` has its file lists checked first, and other folders are read as the Parquet files
+    they hold (never through a README's ``data_files``, which may name files anywhere). A name that is not a
+    folder here is a Hub dataset. ``single_ok``: a folder holding one dataset (no splits) may serve this split."""
     try:
         import datasets
     except ImportError as err:
@@ -55,14 +59,22 @@ def _load(path: str, split: str) -> Any:
         ) from err
     local = Path(path)
     if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
-        loaded = datasets.load_from_disk(str(local))  # written by save_to_disk: Arrow files, no code
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"'{path}' has no split {split!r}; its splits: {', '.join(loaded)}.")
-            return loaded[split]
-        return loaded
+        splits = _check_saved(local)
+        if splits is None:
+            if not single_ok:
+                raise ValueError(
+                    f"'{path}' holds one dataset without splits, so it has no split {split!r}: hold images out with "
+                    "`val_split`/`test_split` instead, or save a DatasetDict with that split."
+                )
+            return datasets.load_from_disk(str(local))
+        if split not in splits:
+            raise ValueError(f"'{path}' has no split {split!r}; its splits: {', '.join(splits)}.")
+        return datasets.load_from_disk(str(local / split))  # Arrow files, checked above; no code
+    if local.is_dir():
+        files = _parquet_files(local, split, single_ok)
+        return datasets.load_dataset("parquet", data_files={split: files}, split=split)
     try:
-        return datasets.load_dataset(path, split=split)  # Parquet/Arrow/image files, or a Hub name
+        return datasets.load_dataset(path, split=split)  # a Hub dataset (network)
     except ValueError as err:
         if "split" in str(err).lower():
             raise ValueError(f"'{path}' has no split {split!r} ({str(err).splitlines()[0]}).") from err
@@ -72,6 +84,61 @@ def _load(path: str, split: str) -> Any:
             f"No Hugging Face dataset at '{path}': pass a folder written by `save_to_disk`, a folder of Parquet "
             f"files, or a Hub name such as 'user/name' (this needs network) ({str(err).splitlines()[0]})."
         ) from err
+
+
+def _inside(folder: Path, name: Any) -> Path:
+    """``folder / name`` if ``name`` is a plain file or folder name that stays inside ``folder``; else an error."""
+    text = str(name)
+    target = folder / text
+    if not text or "/" in text or "\\" in text or text in (".", "..") or not target.resolve().is_relative_to(
+        folder.resolve()
+    ):
+        raise ValueError(f"'{folder}' names {text!r} in its dataset files: only plain names inside it are read.")
+    return target
+
+
+def _check_saved(folder: Path) -> list[str] | None:
+    """The splits of a ``save_to_disk`` folder (``None`` for a single dataset), every file it names checked to be
+    a plain name inside it, so loading reads nothing elsewhere."""
+    import json
+
+    def check_dataset(directory: Path) -> None:
+        state = json.loads((directory / "state.json").read_text())
+        for entry in state.get("_data_files") or []:
+            _inside(directory, entry.get("filename") if isinstance(entry, dict) else entry)
+
+    if (folder / "dataset_dict.json").is_file():
+        splits = json.loads((folder / "dataset_dict.json").read_text()).get("splits") or []
+        for name in splits:
+            check_dataset(_inside(folder, name))
+        return [str(n) for n in splits]
+    check_dataset(folder)
+    return None
+
+
+def _parquet_files(folder: Path, split: str, single_ok: bool) -> list[str]:
+    """The Parquet files of ``split`` inside ``folder`` (Hugging Face's naming: ``<split>-*.parquet``,
+    ``<split>.parquet`` or a ``<split>/`` folder; all of them for a folder without split names)."""
+    root = folder.resolve()
+    found = [p for p in sorted(folder.rglob("*.parquet")) if p.resolve().is_relative_to(root)]
+    if not found:
+        raise FileNotFoundError(f"No Hugging Face dataset at '{folder}': no Parquet files and no save_to_disk files.")
+
+    def split_of(path: Path) -> str | None:
+        parts = path.relative_to(folder).parts
+        for name in (*parts[:-1], path.stem.split("-")[0]):
+            if name in ("train", "validation", "valid", "val", "test", split):
+                return name
+        return None
+
+    named = {p: split_of(p) for p in found}
+    chosen = [str(p) for p, name in named.items() if name == split]
+    if chosen:
+        return chosen
+    if single_ok and not any(named.values()):
+        return [str(p) for p in found]
+    present = sorted({n for n in named.values() if n})
+    raise ValueError(f"'{folder}' has no split {split!r}; its splits: {', '.join(present) or 'none named'}.")
 
 
 def open_hf(
@@ -88,7 +155,7 @@ def open_hf(
     """
     import datasets
 
-    data = _load(path, split)
+    data = _load(path, split, single_ok=class_names is None)
     columns = list(data.column_names)
     for kind, column in (("image", image_column), ("label", label_column)):
         if column not in columns:

@@ -612,9 +612,14 @@ class ImageClassifier(DecisionRules, LightningModule):
 
         answers = torch.cat(self._answers, dim=1) if self._answers else torch.zeros(2, 0, device=self.device)
         self._answers = []
-        if self.trainer.world_size > 1:  # a collective: every rank takes part (equal shares under DistributedSampler)
-            gathered: Any = self.all_gather(answers)  # (world, 2, n)
+        if self.trainer.world_size > 1:  # collectives: every rank takes part
+            # ranks may hold different counts (a rank's unreadable images are dropped): pad to the largest with nan
+            sizes: Any = self.all_gather(torch.tensor([answers.shape[1]], device=answers.device))
+            padded = answers.new_full((2, int(sizes.max())), float("nan"))
+            padded[:, : answers.shape[1]] = answers
+            gathered: Any = self.all_gather(padded)  # (world, 2, most)
             answers = gathered.transpose(0, 1).reshape(2, -1)
+            answers = answers[:, ~answers[0].isnan()]
         if answers.shape[1] == 0:
             return
         self.risk_coverage = risk_coverage(answers[0], answers[1].bool())

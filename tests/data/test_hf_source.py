@@ -143,3 +143,48 @@ def test_training_on_a_hugging_face_dataset_resumes_bitwise(tmp_path, saved):
     resumed, resumed_steps = fit(tmp_path / "resume", dm=hf(), ckpt_path=tmp_path / "ck" / "interrupted.ckpt")
     assert resumed_steps == steps
     assert_bitwise(resumed, reference)
+
+
+def test_a_saved_folder_naming_files_elsewhere_is_refused(tmp_path, saved):
+    import json
+    import shutil
+
+    planted = tmp_path / "planted"
+    shutil.copytree(saved, planted)
+    outside = tmp_path / "elsewhere.arrow"
+    outside.write_bytes((planted / "train" / "data-00000-of-00001.arrow").read_bytes())
+    state = json.loads((planted / "train" / "state.json").read_text())
+    state["_data_files"] = [{"filename": str(outside)}]  # an absolute path: a file outside the folder
+    (planted / "train" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="only plain names inside it are read"):
+        module(planted).setup("fit")
+    (planted / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "../../somewhere"]}))
+    with pytest.raises(ValueError, match="only plain names inside it are read"):
+        module(planted).setup("fit")
+
+
+def test_a_parquet_folder_is_read_from_its_own_files_only(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    datasets.Dataset.from_dict(_split(12, 0), features=_features()).to_parquet(str(elsewhere / "train.parquet"))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    datasets.Dataset.from_dict(_split(6, 50), features=_features()).to_parquet(str(folder / "train-00000.parquet"))
+    # a dataset card may name data files anywhere; they are not read
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+        f"    path: {elsewhere}/*.parquet\n---\n"
+    )
+    data = module(folder, val_split=0.0)
+    data.setup("fit")
+    assert len(data.datasets["train"]) == 6
+
+
+def test_a_single_saved_dataset_has_no_validation_split(tmp_path):
+    root = tmp_path / "one"
+    datasets.Dataset.from_dict(_split(12, 0), features=_features()).save_to_disk(str(root))
+    with pytest.raises(ValueError, match="holds one dataset without splits, so it has no split 'validation'"):
+        module(root, hf_val_split="validation").setup("fit")
+    data = module(root, val_split=0.5)
+    data.setup("fit")
+    assert len(data.datasets["train"]) == len(data.datasets["val"]) == 6
