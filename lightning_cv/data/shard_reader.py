@@ -42,8 +42,26 @@ class ShortShardError(OSError):
     """A shard holds fewer bytes than its index says (an interrupted copy): the images past its end are missing."""
 
 
+#: the most shards one pattern may name
+MAX_SHARDS = 1_000_000
+
+
 def expand_braces(pattern: str) -> list[str]:
-    """``"a-{000..002}.tar"`` -> ``["a-000.tar", "a-001.tar", "a-002.tar"]``; ``{x,y}`` lists too; nested, several."""
+    """``"a-{000..002}.tar"`` -> ``["a-000.tar", "a-001.tar", "a-002.tar"]``; ``{x,y}`` lists too; several.
+
+    Raises:
+        ValueError: the pattern names more than :data:`MAX_SHARDS` shards (counted before any is made).
+    """
+    count = 1
+    for body in re.findall(r"\{([^{}]*)\}", pattern):
+        numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+        count *= int(numeric.group(2)) - int(numeric.group(1)) + 1 if numeric else len(body.split(","))
+        if count > MAX_SHARDS:
+            raise ValueError(f"The shard pattern {pattern!r} names more than {MAX_SHARDS:,} shards; check its braces.")
+    return _expand(pattern)
+
+
+def _expand(pattern: str) -> list[str]:
     match = re.search(r"\{([^{}]*)\}", pattern)
     if match is None:
         return [pattern]
@@ -55,7 +73,7 @@ def expand_braces(pattern: str) -> list[str]:
         items = [str(i).zfill(width) for i in range(int(low), int(high) + 1)]
     else:
         items = body.split(",")
-    return [expanded for item in items for expanded in expand_braces(head + item + tail)]
+    return [expanded for item in items for expanded in _expand(head + item + tail)]
 
 
 def _is_url(path: str) -> bool:
@@ -80,23 +98,37 @@ def read_range(url: str, offset: int, size: int) -> bytes:
     return _fetch(url, (offset, size))
 
 
-def _read_whole(url: str) -> bytes:
-    """The whole file or URL (an index, a member table)."""
-    return Path(url).read_bytes() if not _is_url(url) else _fetch(url, None)
+#: the largest index or sources list read whole
+WHOLE_FILE_LIMIT = 1 << 30
 
 
-def _fetch(url: str, span: tuple[int, int] | None) -> bytes:
+def _read_whole(url: str, limit: int = WHOLE_FILE_LIMIT) -> bytes:
+    """The whole file or URL (an index, a member table), refused past ``limit`` bytes."""
+    if _is_url(url):
+        return _fetch(url, None, limit)
+    if Path(url).stat().st_size > limit:
+        raise ValueError(f"'{url}' is larger than its index allows ({limit} bytes): not a file of these shards.")
+    return Path(url).read_bytes()
+
+
+def _fetch(url: str, span: tuple[int, int] | None, limit: int = WHOLE_FILE_LIMIT) -> bytes:
     """GET ``url`` (the ``(offset, size)`` byte range of it, when given), retried with backoff a bounded number of
-    times; a 4xx answer is not retried."""
+    times; a 4xx answer is not retried. Never reads more than asked for (``limit`` for a whole file)."""
     headers = {"Range": f"bytes={span[0]}-{span[0] + span[1] - 1}"} if span else {}
     request = urllib.request.Request(url, headers=headers)
     last: Exception | None = None
     for attempt in range(RETRIES):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                data = bytes(response.read())
-                if span and response.status == 200:  # a server without range support sent the whole file
-                    data = data[span[0] : span[0] + span[1]]
+                if span and response.status != 206:
+                    raise OSError(
+                        f"'{url}' answered a byte-range request with the whole file (HTTP {response.status}): serve "
+                        "the shards from a server with range support (nginx, Apache, object stores)"
+                    )
+                wanted = span[1] if span else limit
+                data = bytes(response.read(wanted + 1))
+            if len(data) > wanted:
+                raise OSError(f"'{url}' sent more than {wanted} bytes: not a file of these shards")
             if span is None or len(data) == span[1]:
                 return data
             last = OSError(f"got {len(data)} of {span[1]} bytes")
@@ -178,6 +210,35 @@ def shard_leaks(splits: dict[str, ShardSplit]) -> list[tuple[str, str, str, str]
     return named + [(a, splits[a].name(i), b, splits[b].name(j)) for a, i, b, j in found[100:]]
 
 
+#: bytes per image in a member table: shard (4), offset, size, label, key (8 each), digest (16)
+MEMBER_BYTES = 52
+_MEMBER_ARRAYS = {"shard": (np.int32, ()), "offset": (np.int64, ()), "size": (np.int64, ()),
+                  "label": (np.int64, ()), "key": (np.int64, ()), "digest": (np.uint8, (16,))}  # fmt: skip
+
+
+def _members(data: bytes, images: int) -> dict[str, np.ndarray]:
+    """The member table, each array checked (dtype, shape, one row per image the index counts) before use; a table
+    that declares larger arrays than that is refused before they are allocated."""
+    import zipfile
+
+    tables: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for name, (dtype, tail) in _MEMBER_ARRAYS.items():
+                with archive.open(f"{name}.npy") as stream:
+                    version = np.lib.format.read_magic(stream)
+                    npy = np.lib.format
+                    header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                    shape, _, found = header(stream)  # the declared shape and dtype, nothing allocated yet
+                    expected = (images, *tail)
+                    if found != np.dtype(dtype) or tuple(shape) != expected:
+                        raise ValueError(f"{name}: {found} {tuple(shape)}, expected {np.dtype(dtype)} {expected}")
+                    tables[name] = np.lib.format.read_array(archive.open(f"{name}.npy"), allow_pickle=False)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"The shards' member table does not fit their index ({err}). Write the shards again.") from err
+    return tables
+
+
 def _parent(url: str) -> str:
     return url.rsplit("/", 1)[0] if "/" in url else "."
 
@@ -218,8 +279,13 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
         raise ValueError(f"'{index_url}' is not a shard index (not JSON: {err}).") from err
     if not isinstance(index, dict) or index.get("format") != SHARD_FORMAT:
         raise ValueError(f"'{index_url}' is not a shard index written by `lightning-cv shard` ({SHARD_FORMAT}).")
-    entry = (index.get("splits") or {}).get(split)
-    shards = [s["name"] for s in (entry or {}).get("shards", [])]
+    try:
+        entry = index["splits"].get(split) or {}
+        shards = [str(s["name"]) for s in entry.get("shards", [])]
+        class_names = [str(c) for c in index["class_names"]]
+        images = int(entry.get("images", 0))
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"'{index_url}' is not a shard index: it lacks or garbles {err}.") from err
     by_name = {name: number for number, name in enumerate(shards)}
     unknown = [u for u in urls if u.rsplit("/", 1)[-1] not in by_name]
     if unknown:
@@ -227,18 +293,17 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
             f"{len(unknown)} shard(s) are not {split} shards of '{index_url}', e.g. '{unknown[0]}' (its {split} "
             f"shards: {', '.join(shards[:3]) or 'none'}{' ...' if len(shards) > 3 else ''})."
         )
-    members_name = str(entry["members"])  # type: ignore[index]
+    members_name = str(entry.get("members", ""))
     if "/" in members_name or "\\" in members_name or members_name in ("", ".", ".."):
         raise ValueError(f"'{index_url}' names its member table '{members_name}': a plain file name is expected.")
-    members = np.load(io.BytesIO(_read_whole(f"{folder}/{members_name}")), allow_pickle=False)
-    sources_name = str(entry.get("sources") or "")  # type: ignore[union-attr]
+    members = _members(_read_whole(f"{folder}/{members_name}", limit=MEMBER_BYTES * images + 65536), images)
+    sources_name = str(entry.get("sources") or "")
     if "/" in sources_name or "\\" in sources_name or sources_name in (".", ".."):
         sources_name = ""
     chosen = np.asarray([by_name[u.rsplit("/", 1)[-1]] for u in urls])
     keep = np.isin(members["shard"], chosen)
     remap = np.full(len(shards), -1, dtype=np.int64)
     remap[chosen] = np.arange(len(chosen))
-    class_names = [str(c) for c in index["class_names"]]
     label = members["label"][keep].astype(np.int64)
     outside = label[(label < 0) | (label >= len(class_names))]
     if len(outside):

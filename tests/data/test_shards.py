@@ -330,3 +330,54 @@ def test_shard_a_csv_list(tmp_path):
     assert main(args) == 0
     split = open_shards(str(out / "train-000000.tar"), "train")
     assert split.class_names == CLASSES and split.class_counts() == [2] * 6
+
+
+def _copy(out: Path, to: Path) -> Path:
+    to.mkdir(exist_ok=True)
+    for f in out.iterdir():
+        if f.is_file():
+            (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        lambda m: m.update(digest=m["digest"][:, 0].astype(np.int64) * 2**33),  # bytes(2**33) would allocate 8 GB
+        lambda m: m.update(label=m["label"][:-1]),  # arrays of different lengths
+        lambda m: m.pop("key"),
+        lambda m: m.update(offset=np.zeros((10**9, 0))),  # a huge declared shape, refused before it is allocated
+    ],
+    ids=["digest-ints", "short-labels", "missing-key", "huge-shape"],
+)
+def test_a_planted_member_table_is_refused(tmp_path, packed, plant):
+    _, out = packed
+    copy = _copy(out, tmp_path / "copy")
+    members = dict(np.load(copy / "train.members.npz"))
+    plant(members)
+    np.savez(copy / "train.members.npz", **members)
+    with pytest.raises(ValueError, match="member table does not fit their index"):
+        open_shards(str(copy / "train-000000.tar"), "train")
+
+
+def test_a_pattern_naming_too_many_shards_is_refused():
+    with pytest.raises(ValueError, match="names more than 1,000,000 shards"):
+        expand_braces("s/train-{0..999999999999}.tar")
+    with pytest.raises(ValueError, match="names more than"):
+        expand_braces("".join("{a,b}" for _ in range(40)))
+
+
+def test_a_server_without_byte_ranges_is_a_clear_error(packed):
+    _, out = packed
+    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(quiet, directory=str(out)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/train-000000.tar"
+        data = ImageDataModule(shards=url, image_size=32, num_workers=0, val_split=0.0, leakage_check="off")
+        data.setup("fit")  # the index and member table are whole files: fine
+        with pytest.raises(OSError, match="answered a byte-range request with the whole file"):
+            data.datasets["train"][0]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
