@@ -43,7 +43,8 @@ class DecisionOptions(Callback):
             pl_module.tta = self.tta  # type: ignore[assignment]
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._set_tta(pl_module)
+        if trainer.state.fn != "fit":  # the validation rounds of fit rank checkpoints: as the model is, no TTA
+            self._set_tta(pl_module)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._set_tta(pl_module)

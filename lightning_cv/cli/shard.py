@@ -63,8 +63,12 @@ def shard(
         max_pixels=int(hp.max_image_pixels),
     )
     print(report.summary())
-    names = report.shards.get("train", [])
-    if names:
-        last = len(names) - 1
-        print(f"Train from them: lightning-cv fit --data.shards '{output}/train-{{000000..{last:06d}}}.tar' ...")
+    options = {"train": "--data.shards", "val": "--data.val_shards", "test": "--data.test_shards"}
+    given = [
+        f"{options[split]} '{output}/{split}-{{000000..{len(names) - 1:06d}}}.tar'"
+        for split, names in report.shards.items()
+        if names and split in options
+    ]
+    if given:
+        print(f"Train from them: lightning-cv fit {' '.join(given)} ...")
     return 0

@@ -139,8 +139,8 @@ class LightningCVCLI(LightningCLI):
             "--tta",
             type=Literal["none", "flip", "flip_crops"] | None,
             default=None,
-            help="Test-time augmentation of validate, test and predict: flip, or flip_crops (flip plus four corner "
-            "crops); the views' probabilities are averaged.",
+            help="Test-time augmentation of validate, test and predict (not of fit's validation): flip, or "
+            "flip_crops (flip plus four corner crops); the views' probabilities are averaged.",
         )
         parser.add_argument(
             "--predict.min_confidence",
@@ -269,7 +269,8 @@ class LightningCVCLI(LightningCLI):
         if trainer.loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         predict = cfg.get("predict") or {}
-        if cfg.get("tta") is not None or predict.get("min_confidence") is not None or predict.get("coverage"):
+        decided = (cfg.get("tta"), predict.get("min_confidence"), predict.get("coverage"))
+        if any(value is not None for value in decided):
             callbacks.append(DecisionOptions(cfg.get("tta"), predict.get("min_confidence"), predict.get("coverage")))
         if cfg.get("gallery_images"):
             callbacks.append(PredictionGallery(num_images=cfg.gallery_images))

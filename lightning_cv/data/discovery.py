@@ -196,7 +196,9 @@ def _held_out(hp: Any, splits: dict[str, Any]) -> dict[str, Any]:
     """``splits`` (each with ``subset`` and ``labels``/``label``) with ``val_split``/``test_split`` taken from
     training where a split is not given, stratified and seeded as for folders."""
     train = splits["train"]
-    labels = list(getattr(train, "labels", None) or train.label.tolist())
+    labels = list(train.labels) if hasattr(train, "labels") else train.label.tolist()
+    if not labels:
+        raise ValueError("The training split has no images: check the shards or the dataset and its split name.")
     rows = {split: list(range(len(part))) for split, part in splits.items()}
     held = _hold_out(hp, rows, lambda chosen, parts: stratified_split([labels[i] for i in chosen], parts, hp.seed))
     return {split: (splits[split] if split in splits and split != "train" else train).subset(indices)

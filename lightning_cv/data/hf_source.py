@@ -20,6 +20,9 @@ from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
 
 __all__ = ["HFImageDataset", "HFSplit", "hf_leaks", "open_hf"]
 
+#: the largest encoded image read from a row (as for shard members)
+MAX_IMAGE_BYTES = 256 * 2**20
+
 
 @dataclass
 class HFSplit:
@@ -41,6 +44,8 @@ class HFSplit:
 
     def image_bytes(self, index: int) -> bytes | None:
         cell = self.dataset[int(index)][self.image_column]
+        if isinstance(cell, dict) and len(cell.get("bytes") or b"") > MAX_IMAGE_BYTES:
+            return None  # refused like a shard member of that size
         if isinstance(cell, dict):
             return cell.get("bytes")
         return bytes(cell) if isinstance(cell, (bytes, bytearray)) else None
@@ -204,14 +209,16 @@ def hf_leaks(splits: dict[str, HFSplit]) -> list[tuple[str, str, str, str]]:
     seen: dict[bytes, tuple[str, int]] = {}
     leaks = []
     for split, part in splits.items():
-        column = part.dataset.with_format(None)[part.image_column]
-        for index, cell in enumerate(column):
-            data = cell.get("bytes") if isinstance(cell, dict) else cell
-            if not data:
-                continue
-            first = seen.setdefault(hashlib.sha256(data).digest(), (split, index))
-            if first[0] != split:
-                leaks.append((first[0], f"{splits[first[0]].name}[{first[1]}]", split, f"{part.name}[{index}]"))
+        index = 0
+        # a thousand rows at a time: the column of a large dataset never sits in memory whole
+        for batch in part.dataset.select_columns([part.image_column]).iter(batch_size=1000):
+            for cell in batch[part.image_column]:
+                data = cell.get("bytes") if isinstance(cell, dict) else cell
+                if data:
+                    first = seen.setdefault(hashlib.sha256(data).digest(), (split, index))
+                    if first[0] != split:
+                        leaks.append((first[0], f"{splits[first[0]].name}[{first[1]}]", split, f"{part.name}[{index}]"))
+                index += 1
     return leaks
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from lightning_cv.data.datasets import ImageFileDataset
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
 from lightning_cv.data.shard_writer import INDEX_NAME, SHARD_FORMAT
+from lightning_cv.data.shard_writer import MAX_MEMBER_BYTES as WRITTEN_MAX
 
 __all__ = ["ShardDataset", "ShardSplit", "expand_braces", "open_shards", "read_range", "shard_leaks"]
 
@@ -35,7 +36,7 @@ RETRIES = 4
 #: seconds one HTTP request may take before it counts as failed
 TIMEOUT = 20.0
 #: the largest image a shard member may be (a bigger size in an index is refused, not read)
-MAX_MEMBER_BYTES = 256 * 2**20
+MAX_MEMBER_BYTES = WRITTEN_MAX
 
 
 class ShortShardError(OSError):

@@ -35,6 +35,8 @@ from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError, check_
 
 __all__ = ["INDEX_NAME", "SHARD_FORMAT", "ShardReport", "parse_size", "write_shards"]
 
+#: the largest image packed (readers refuse larger members)
+MAX_MEMBER_BYTES = 256 * 2**20
 #: the index file written beside the shards
 INDEX_NAME = "index.json"
 #: the ``format`` the index records, checked by the reader
@@ -114,6 +116,8 @@ def _write_shard(task: tuple[Path, str, list[tuple[str, int]], int, int, str, in
             try:
                 if check != "none":
                     check_image(path, decode=check == "decode", max_pixels=max_pixels)
+                if os.path.getsize(path) > MAX_MEMBER_BYTES:
+                    raise BadImageError(path, f"larger than {MAX_MEMBER_BYTES >> 20} MB, the most a member may be")
                 data = Path(path).read_bytes()
             except (BadImageError, OSError) as err:
                 skipped.append((path, getattr(err, "reason", str(err))))
@@ -185,8 +189,8 @@ def write_shards(
     Args:
         records: the images of each split (``"train"``, ``"val"``, ``"test"``).
         class_names: the class names in label order.
-        output: the folder for the shards and the index (created; files of an earlier, interrupted run with the
-            same plan are kept, other shards there are refused).
+        output: the folder for the shards and the index (created; shards an earlier, interrupted run finished with
+            the same plan are kept, others there are written again; a folder with an index already is refused).
         shard_size: the most image data per shard (``"1GB"``; WebDataset's guidance is 100 MB to a few GB).
         workers: shards written in parallel by this many processes.
         seed: the seed of the one-time shuffle that deals images into shards.

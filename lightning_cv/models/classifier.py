@@ -345,6 +345,13 @@ class ImageClassifier(DecisionRules, LightningModule):
 
     def on_fit_start(self) -> None:
         self._val_per_class = None  # a second fit never reports the first one's rows
+        if not self._multilabel and (self.temperature != 1.0 or self.min_confidence is not None):
+            # fitted for the weights training is about to change: validation must see the model's own scores
+            rank_zero_info(
+                f"Training resets the temperature ({self.temperature:.4f}) and reject threshold fitted for the "
+                "earlier weights; calibrate again afterwards (`lightning-cv calibrate` or `fit --calibrate true`)."
+            )
+            self.calibration.temperature, self.calibration.min_confidence = 1.0, None
         resolve_loss_weights(self)  # "balanced" weights and logit-adjustment priors from the training labels
 
     def on_train_start(self) -> None:

@@ -90,7 +90,7 @@ def _view_logits(forward: Callable[[Tensor], Tensor], images: Tensor, temperatur
     logits = forward(torch.cat(views) if len(views) > 1 else images).float()
     if temperature != 1.0:
         logits = logits / temperature
-    return logits.view(len(views), images.shape[0], -1)
+    return logits.reshape(len(views), images.shape[0], -1)
 
 
 def calibrated_probabilities(

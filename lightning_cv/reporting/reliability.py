@@ -20,19 +20,20 @@ __all__ = ["reliability_bins", "write_reliability_diagram"]
 def reliability_bins(probs: Tensor, targets: Tensor, bins: int = 15) -> dict[str, np.ndarray]:
     """Per bin: ``count``, mean ``confidence`` and ``accuracy`` (``nan`` for an empty bin), and ``edges``.
 
-    The bins are torchmetrics' (``val_ece``'s): ``bins`` equal widths over [0, 1], a confidence on an edge in the
-    lower bin, so ``sum(count * |accuracy - confidence|) / N`` is the ECE.
+    The bins are torchmetrics' (``val_ece``'s): ``bins`` equal widths over [0, 1] in float32, a confidence on an edge
+    in the upper bin, and a confidence of exactly 1 in a bin of its own (``bins + 1`` entries, the last for 1.0), so
+    ``sum(count * |accuracy - confidence|) / N`` is the ECE torchmetrics reports.
     """
     confidence, predicted = probs.detach().float().cpu().max(dim=1)
     right = (predicted == targets.detach().cpu()).numpy().astype(np.float64)
-    conf = confidence.numpy().astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
-    count = np.bincount(index, minlength=bins).astype(np.float64)
+    conf = confidence.numpy()
+    edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)
+    index = np.searchsorted(edges, conf, side="right") - 1  # torch.bucketize(right=True) - 1
+    count = np.bincount(index, minlength=bins + 1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(index, weights=conf, minlength=bins) / count
-        accuracy = np.bincount(index, weights=right, minlength=bins) / count
-    return {"count": count, "confidence": mean_conf, "accuracy": accuracy, "edges": edges}
+        mean_conf = np.bincount(index, weights=conf.astype(np.float64), minlength=bins + 1) / count
+        accuracy = np.bincount(index, weights=right, minlength=bins + 1) / count
+    return {"count": count, "confidence": mean_conf, "accuracy": accuracy, "edges": edges.astype(np.float64)}
 
 
 def write_reliability_diagram(
@@ -61,7 +62,13 @@ def write_reliability_diagram(
         found = reliability_bins(probs, targets, bins)
         width = 1.0 / bins
         ece = np.nansum(found["count"] * np.abs(found["accuracy"] - found["confidence"])) / found["count"].sum()
-        ax.bar(found["edges"][:-1], np.nan_to_num(found["accuracy"]), width=width, align="edge",
+        # drawn: the images at exactly 1.0 join the last bar
+        counts = found["count"][:bins].copy()
+        right = np.nan_to_num(found["accuracy"] * found["count"])
+        counts[-1] += found["count"][bins]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shown = np.concatenate([right[: bins - 1], [right[bins - 1] + right[bins]]]) / counts
+        ax.bar(found["edges"][:-1], np.nan_to_num(shown), width=width, align="edge",
                color="#4292c6", edgecolor="#08306b", label="accuracy")  # fmt: skip
         ax.plot([0, 1], [0, 1], linestyle="--", color="#737373", label="calibrated")
         ax.set_xlim(0, 1)
