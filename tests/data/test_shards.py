@@ -381,3 +381,25 @@ def test_a_server_without_byte_ranges_is_a_clear_error(packed):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_shards_is_calibrated_and_exported_from_them(packed, tmp_path, monkeypatch, capsys):
+    from lightning_cv.cli import LightningCVCLI
+    from tests.conftest import TINY_CLI
+
+    _, out = packed
+    monkeypatch.chdir(tmp_path)
+    cli = LightningCVCLI(args=["fit", *[a for a in TINY_CLI if "dataset_kwargs" not in a], "--trainer.max_epochs=1",
+                               f"--data.shards={_pattern(out, 'train')}", f"--data.val_shards={_pattern(out, 'val')}"])
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert main(["calibrate", "--ckpt_path", best, "--output", "c.ckpt"]) == 0
+    assert "fitted on 12 validation images" in capsys.readouterr().out
+    # a shared checkpoint naming shards on a server: the deploy commands never fetch them on their own
+    ckpt = torch.load(best, weights_only=True)
+    ckpt["datamodule_hyper_parameters"]["shards"] = "http://127.0.0.1:9/train-000000.tar"
+    ckpt["datamodule_hyper_parameters"]["val_shards"] = None
+    torch.save(ckpt, tmp_path / "remote.ckpt")
+    assert main(["export", "--ckpt_path", "remote.ckpt", "--output", "m.onnx", "--eval_images", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "the checkpoint's shards name remote data, not fetched" in printed and "no accuracy check" in printed

@@ -194,10 +194,12 @@ def test_predict_coverage_chooses_the_threshold_on_validation(calibrated, in_tmp
         _predict(calibrated, folder, in_tmp / "x", "--predict.coverage=0.5", "--predict.min_confidence=0.3")
 
 
-def test_predict_refuses_a_threshold_outside_0_1(calibrated, in_tmp, capsys):
+@pytest.mark.parametrize(("option", "message"), [("--predict.min_confidence=2", "in [0, 1]"),
+                                                 ("--predict.coverage=0", "`coverage` in (0, 1]")])
+def test_predict_refuses_a_threshold_outside_0_1(calibrated, in_tmp, capsys, option, message):
     folder = _photos(in_tmp / "photos")
-    code = main(["predict", f"--ckpt_path={calibrated}", f"--data.predict_dir={folder}", "--predict.min_confidence=2"])
-    assert code == 2 and "in [0, 1]" in capsys.readouterr().err
+    code = main(["predict", f"--ckpt_path={calibrated}", f"--data.predict_dir={folder}", option])
+    assert code == 2 and message in capsys.readouterr().err
 
 
 def _run(path, images):

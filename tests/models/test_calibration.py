@@ -444,3 +444,12 @@ def test_an_old_checkpoint_without_calibration_state_loads_uncalibrated():
     assert model.state_dict()["calibration._extra_state"].shape == (2,)
     weights = next(k for k in checkpoint["state_dict"] if k.endswith("weight"))
     torch.testing.assert_close(model.state_dict()[weights], checkpoint["state_dict"][weights])  # the weights did load
+
+
+def test_training_resets_a_calibration_made_for_earlier_weights(tmp_path):
+    from tests.conftest import make_loader, tiny_trainer
+
+    model = ImageClassifier(backbone="test_resnet", num_classes=3, pretrained=False)
+    model.temperature, model.min_confidence = 2.5, 0.4
+    tiny_trainer(tmp_path, max_steps=1).fit(model, make_loader())
+    assert (model.temperature, model.min_confidence) == (1.0, None)
