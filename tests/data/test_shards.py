@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Callback
 from PIL import Image
 
 from lightning_cv import ImageDataModule
@@ -403,3 +404,33 @@ def test_a_model_trained_on_shards_is_calibrated_and_exported_from_them(packed, 
     assert main(["export", "--ckpt_path", "remote.ckpt", "--output", "m.onnx", "--eval_images", "4"]) == 0
     printed = capsys.readouterr().out
     assert "the checkpoint's shards name remote data, not fetched" in printed and "no accuracy check" in printed
+
+
+class _SaveShare(Callback):
+    """Each rank writes the images (shard name and key) its training loader yields in epoch 0."""
+
+    def __init__(self, out_dir):
+        self.out_dir = str(out_dir)
+
+    def on_train_start(self, trainer, pl_module):
+        loader = trainer.train_dataloader
+        sampler = loader.sampler
+        dataset = loader.dataset
+        names = [dataset.paths[index] for _, index in sampler]
+        torch.save(names, f"{self.out_dir}/share{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_take_disjoint_shares_of_the_shards(packed, tmp_path):
+    from lightning_cv import ImageClassifier
+    from tests.conftest import run_spawned, tiny_trainer
+
+    _, out = packed
+    data = ImageDataModule(shards=_pattern(out, "train"), image_size=32, batch_size=4, num_workers=0, val_split=0.0)
+    model = ImageClassifier(backbone="test_resnet", num_classes=6, pretrained=False)
+    trainer = tiny_trainer(tmp_path, max_steps=1, strategy="ddp_spawn", devices=2, callbacks=[_SaveShare(tmp_path)])
+    run_spawned(lambda: trainer.fit(model, data), written=[tmp_path / f"share{r}.pt" for r in (0, 1)])
+    shares = [torch.load(tmp_path / f"share{r}.pt", weights_only=True) for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 18  # 36 images, 2 ranks: no padding needed
+    assert not set(shares[0]) & set(shares[1])
+    assert len(set(shares[0]) | set(shares[1])) == 36 and all(".tar#" in name for name in shares[0])
