@@ -102,6 +102,46 @@ class ImageFileDataset(Dataset):
         return sample, self.targets[index]
 
 
+class _LazyNames(Sequence[str]):
+    """Names made when asked for: a million strings made up front would cost more than the rest of a setup."""
+
+    def __init__(self, size: int, name: Callable[[int], str]) -> None:
+        self.size, self.name = size, name
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.name(i) for i in range(self.size)[index]]
+        return self.name(int(index))
+
+
+class ByteImageDataset(ImageFileDataset):
+    """Images whose encoded bytes a subclass reads (a tar shard by offset, an Arrow row), decoded like files.
+
+    ``paths`` names each image for messages (``name(i)``, made when asked for); ``targets`` are its class indices.
+    Subclasses implement :meth:`read_bytes`.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        name: Callable[[int], str],
+        labels: Sequence[int],
+        transform: Transform | None = None,
+        *,
+        min_size: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        super().__init__([], [], transform, min_size=min_size, max_pixels=max_pixels)
+        self.paths = _LazyNames(count, name)  # type: ignore[assignment]
+        self.targets = [int(y) for y in labels]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
 def _label_sets(labels: Sequence[Any], num_classes: int | None) -> list[tuple[int, ...]]:
     if num_classes is None:
         raise ValueError(

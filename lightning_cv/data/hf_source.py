@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_cv.data.datasets import ImageFileDataset
+from lightning_cv.data.datasets import ByteImageDataset
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
 
 __all__ = ["HFImageDataset", "HFSplit", "hf_leaks", "open_hf"]
@@ -222,23 +222,9 @@ def hf_leaks(splits: dict[str, HFSplit]) -> list[tuple[str, str, str, str]]:
     return leaks
 
 
-class _RowNames(Sequence[str]):
-    """``paths`` of an :class:`HFImageDataset`: ``<dataset>[<split>][<row>]``, made when asked for."""
-
-    def __init__(self, split: HFSplit) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [f"{self.split.name}[{i}]" for i in range(len(self))[index]]
-        return f"{self.split.name}[{int(index)}]"
-
-
-class HFImageDataset(ImageFileDataset):
-    """The rows of an :class:`HFSplit`, decoded like files (:class:`ImageFileDataset`, bad samples skipped)."""
+class HFImageDataset(ByteImageDataset):
+    """The rows of an :class:`HFSplit`, decoded like files (bad samples skipped), named ``<dataset>[<split>][<row>]``.
+    """
 
     def __init__(
         self,
@@ -248,13 +234,9 @@ class HFImageDataset(ImageFileDataset):
         min_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        super().__init__([], [], transform, min_size=min_size, max_pixels=max_pixels)
+        super().__init__(len(split), lambda i: f"{split.name}[{i}]", split.labels, transform, min_size=min_size,
+                         max_pixels=max_pixels)  # fmt: skip
         self.split = split
-        self.paths = _RowNames(split)  # type: ignore[assignment]
-        self.targets = list(split.labels)
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def read_bytes(self, index: int) -> bytes:
         data = self.split.image_bytes(index)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_cv.data.datasets import ImageFileDataset
+from lightning_cv.data.datasets import ByteImageDataset
 from lightning_cv.data.image_io import DEFAULT_MAX_PIXELS, BadImageError
 from lightning_cv.data.shard_writer import INDEX_NAME, SHARD_FORMAT
 from lightning_cv.data.shard_writer import MAX_MEMBER_BYTES as WRITTEN_MAX
@@ -326,24 +326,8 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
     )
 
 
-class _MemberNames(Sequence[str]):
-    """``paths`` of a :class:`ShardDataset`: each image's ``<shard url>#<key>``, made when asked for (a million
-    strings made up front would cost more than the rest of setup)."""
-
-    def __init__(self, split: ShardSplit) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self.split.name(i) for i in range(len(self))[index]]
-        return self.split.name(int(index))
-
-
-class ShardDataset(ImageFileDataset):
-    """The images of a :class:`ShardSplit`, decoded like files (:class:`ImageFileDataset`, bad samples skipped)."""
+class ShardDataset(ByteImageDataset):
+    """The images of a :class:`ShardSplit`, decoded like files (bad samples skipped); named ``<shard url>#<key>``."""
 
     def __init__(
         self,
@@ -353,13 +337,9 @@ class ShardDataset(ImageFileDataset):
         min_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        super().__init__([], [], transform, min_size=min_size, max_pixels=max_pixels)
+        super().__init__(len(split), split.name, split.label.tolist(), transform, min_size=min_size,
+                         max_pixels=max_pixels)  # fmt: skip
         self.split = split
-        self.paths = _MemberNames(split)  # type: ignore[assignment]
-        self.targets = split.label.tolist()  # Python ints, as a folder's dataset holds them
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def read_bytes(self, index: int) -> bytes:
         """The image's bytes, read from its shard by offset. A shard cut short makes its missing images bad samples
