@@ -5,7 +5,8 @@ run's) and takes its data settings from the checkpoint: the image size, mean, st
 with, and the dataset it was trained on. ``--data.*`` options (typed: every ``ImageDataModule`` argument) override
 them. The options are the keyword arguments of :func:`export`, :func:`benchmark` and :func:`explain`, parsed by the
 same parser class as ``fit`` (``--config``, ``--print_config``, the same one-line errors). This module wires; the
-work is done in :mod:`lightning_cv.deploy` and :mod:`lightning_cv.interpret`.
+work is done in :mod:`lightning_cv.deploy` and :mod:`lightning_cv.interpret`. ``calibrate``
+(:mod:`lightning_cv.cli.calibrate`) and ``shard`` (:mod:`lightning_cv.cli.shard`) share this parser and registry.
 """
 
 from __future__ import annotations
