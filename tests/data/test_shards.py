@@ -434,3 +434,25 @@ def test_ddp_ranks_take_disjoint_shares_of_the_shards(packed, tmp_path):
     assert len(shares[0]) == len(shares[1]) == 18  # 36 images, 2 ranks: no padding needed
     assert not set(shares[0]) & set(shares[1])
     assert len(set(shares[0]) | set(shares[1])) == 36 and all(".tar#" in name for name in shares[0])
+
+
+@pytest.mark.slow
+def test_resume_under_ddp_on_shards_is_bitwise_exact(packed, tmp_path):
+    """Two gloo processes on shards, killed mid-epoch (resumed from a step checkpoint): the uninterrupted run's
+    weights, optimizer and schedule, bit for bit, as for folders (tests/test_fault_tolerance.py)."""
+    from tests.test_fault_tolerance import assert_same_training, ddp_args, final_state, run_cli
+
+    _, out = packed
+
+    def args(root):
+        recipe = [a for a in ddp_args(root / "ckpts", 2, root / "logs") if not a.startswith("--data.dataset")]
+        return [*recipe, f"--data.shards={_pattern(out, 'train')}", f"--data.val_shards={_pattern(out, 'val')}"]
+
+    reference = tmp_path / "reference"
+    run_cli(args(reference), cwd=tmp_path, timeout=600, processes=2)
+    steps = final_state(reference / "ckpts")["global_step"]
+    assert steps == 6  # 36 images, a global batch of 16 (8 a rank): 3 steps an epoch, 2 epochs
+    resumed = tmp_path / "resumed"
+    source = reference / "ckpts" / "step-00000004.ckpt"  # inside the second epoch
+    run_cli([*args(resumed), f"--ckpt_path={source}"], cwd=tmp_path, timeout=600, processes=2)
+    assert_same_training(final_state(resumed / "ckpts"), final_state(reference / "ckpts"), steps=steps)
