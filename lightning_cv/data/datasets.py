@@ -120,26 +120,39 @@ class _LazyNames(Sequence[str]):
 class ByteImageDataset(ImageFileDataset):
     """Images whose encoded bytes a subclass reads (a tar shard by offset, an Arrow row), decoded like files.
 
-    ``paths`` names each image for messages (``name(i)``, made when asked for); ``targets`` are its class indices.
-    Subclasses implement :meth:`read_bytes`.
+    ``paths`` names each image for messages (``name(i)``, made when asked for); ``targets`` are its class indices,
+    or (multi-label, with ``num_classes``) its tuples of label indices. Subclasses implement :meth:`read_bytes`.
     """
 
     def __init__(
         self,
         count: int,
         name: Callable[[int], str],
-        labels: Sequence[int],
+        labels: Sequence[int | Sequence[int]],
         transform: Transform | None = None,
         *,
+        num_classes: int | None = None,
         min_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
+        if len(labels) != count:
+            raise ValueError(f"Expected one label per image, got {len(labels)} labels for {count} images.")
         super().__init__([], [], transform, min_size=min_size, max_pixels=max_pixels)
         self.paths = _LazyNames(count, name)  # type: ignore[assignment]
-        self.targets = [int(y) for y in labels]
+        self.multilabel = any(isinstance(y, (tuple, list)) for y in labels)
+        self.num_classes = num_classes
+        self.targets = _label_sets(labels, num_classes) if self.multilabel else [int(y) for y in labels]  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Start reading the bytes of ``indices`` before they are asked for one by one (a subclass on URLs)."""
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """A batch (the DataLoader fetches through this): :meth:`prefetch`, then each item in order."""
+        self.prefetch(indices)
+        return [self[i] for i in indices]
 
 
 def _label_sets(labels: Sequence[Any], num_classes: int | None) -> list[tuple[int, ...]]:

@@ -78,11 +78,18 @@ def _expand(pattern: str) -> list[str]:
 
 
 def _is_url(path: str) -> bool:
+    """Whether ``path`` is a URL (``http://``, ``s3://``, ``gs://``, ...) rather than a file here."""
+    return "://" in path
+
+
+def _is_http(path: str) -> bool:
     return path.startswith(("http://", "https://"))
 
 
 def read_range(url: str, offset: int, size: int) -> bytes:
-    """``size`` bytes of ``url`` (a file path or an http(s) URL) from ``offset``; retried a bounded number of times.
+    """``size`` bytes of ``url`` from ``offset``: a file path (``os.pread``), an http(s) URL (a ``Range`` request)
+    or any other URL fsspec knows (``s3://``, ``gs://``, ``az://``, ...; its package installed); URLs are retried a
+    bounded number of times.
 
     Raises:
         OSError: the file or URL cannot be read (after the retries, naming it and the last error).
@@ -96,7 +103,7 @@ def read_range(url: str, offset: int, size: int) -> bytes:
         if len(data) != size:
             raise ShortShardError(f"'{url}' is shorter than its index says ({size} bytes at {offset}): a cut shard")
         return data
-    return _fetch(url, (offset, size))
+    return _fetch(url, (offset, size)) if _is_http(url) else _fetch_fsspec(url, (offset, size))
 
 
 #: the largest index or sources list read whole
@@ -106,7 +113,7 @@ WHOLE_FILE_LIMIT = 1 << 30
 def _read_whole(url: str, limit: int = WHOLE_FILE_LIMIT) -> bytes:
     """The whole file or URL (an index, a member table), refused past ``limit`` bytes."""
     if _is_url(url):
-        return _fetch(url, None, limit)
+        return _fetch(url, None, limit) if _is_http(url) else _fetch_fsspec(url, None, limit)
     if Path(url).stat().st_size > limit:
         raise ValueError(f"'{url}' is larger than its index allows ({limit} bytes): not a file of these shards.")
     return Path(url).read_bytes()
@@ -144,6 +151,47 @@ def _fetch(url: str, span: tuple[int, int] | None, limit: int = WHOLE_FILE_LIMIT
     raise OSError(f"Cannot read '{url}' after {RETRIES} attempts ({last}). Is the server up and the URL right?")
 
 
+def _file_system(url: str) -> tuple[Any, str]:
+    """fsspec's file system for ``url`` and the path in it, or a one-line error naming the package to install."""
+    try:
+        import fsspec
+    except ImportError as err:
+        raise ImportError(
+            f"Reading '{url}' needs fsspec and the package of its file system: `pip install fsspec s3fs` for s3://, "
+            "gcsfs for gs://, adlfs for az://."
+        ) from err
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:  # fsspec knows the protocol, its package is missing
+        raise ImportError(f"Reading '{url}' needs the package of its file system: {err}") from err
+    except ValueError as err:  # "Protocol not known"
+        raise ValueError(f"Cannot read '{url}': {err}. Use a path, an http(s):// URL or an fsspec URL.") from err
+
+
+def _fetch_fsspec(url: str, span: tuple[int, int] | None, limit: int = WHOLE_FILE_LIMIT) -> bytes:
+    """``url`` (its ``(offset, size)`` range, when given) through fsspec, retried like :func:`_fetch`. A missing
+    object or a refused permission is not retried."""
+    fs, path = _file_system(url)
+    last: Exception | None = None
+    for attempt in range(RETRIES):
+        try:
+            if span is not None:
+                data = fs.cat_file(path, start=span[0], end=span[0] + span[1])
+                if len(data) != span[1]:
+                    raise ShortShardError(f"'{url}' is shorter than its index says ({span[1]} bytes at {span[0]})")
+                return bytes(data)
+            if int(fs.size(path)) > limit:
+                raise ValueError(f"'{url}' is larger than its index allows ({limit} bytes): not a shard set's file.")
+            return bytes(fs.cat_file(path))
+        except (FileNotFoundError, PermissionError, ShortShardError):
+            raise
+        except (OSError, TimeoutError, ConnectionError) as err:
+            last = err
+        if attempt + 1 < RETRIES:
+            time.sleep(0.5 * 2**attempt)
+    raise OSError(f"Cannot read '{url}' after {RETRIES} attempts ({last}). Check the URL and the credentials.")
+
+
 @dataclass
 class ShardSplit:
     """One split of a shard set: the class names, the shard URLs, and the per-image arrays of the index.
@@ -156,7 +204,8 @@ class ShardSplit:
     shard: np.ndarray
     offset: np.ndarray
     size: np.ndarray
-    label: np.ndarray
+    #: each image's class index (int64 array), or for multi-label shards its tuple of label indices (a list)
+    label: Any
     digest: np.ndarray
     key: np.ndarray
     member: np.ndarray
@@ -165,21 +214,33 @@ class ShardSplit:
     _sources: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
-        return len(self.label)
+        return len(self.offset)
+
+    @property
+    def multilabel(self) -> bool:
+        return isinstance(self.label, list)
+
+    @property
+    def labels(self) -> list[Any]:
+        """Each image's class index, or its tuple of label indices (multi-label)."""
+        return list(self.label) if self.multilabel else self.label.tolist()
 
     def name(self, index: int) -> str:
         """``<shard url>#<key>``: where image ``index`` is."""
         return f"{self.urls[int(self.shard[index])]}#{int(self.key[index]):09d}"
 
     def class_counts(self) -> list[int]:
-        return np.bincount(self.label, minlength=len(self.class_names)).tolist()
+        """Images per class (multi-label: images per label)."""
+        found = [i for y in self.label for i in y] if self.multilabel else self.label
+        return np.bincount(np.asarray(found, dtype=np.int64), minlength=len(self.class_names)).tolist()
 
     def subset(self, indices: Sequence[int]) -> ShardSplit:
         """These images only (a held-out validation or test part of a training split)."""
         chosen = np.asarray(indices, dtype=np.int64)
+        label = [self.label[i] for i in chosen] if self.multilabel else self.label[chosen]
         return ShardSplit(
-            self.class_names, self.urls, self.shard[chosen], self.offset[chosen], self.size[chosen],
-            self.label[chosen], self.digest[chosen], self.key[chosen], self.member[chosen], self.sources_url,
+            self.class_names, self.urls, self.shard[chosen], self.offset[chosen], self.size[chosen], label,
+            self.digest[chosen], self.key[chosen], self.member[chosen], self.sources_url,
         )  # fmt: skip
 
     def sources(self, indices: Sequence[int]) -> list[str]:
@@ -217,27 +278,59 @@ _MEMBER_ARRAYS = {"shard": (np.int32, ()), "offset": (np.int64, ()), "size": (np
                   "label": (np.int64, ()), "key": (np.int64, ()), "digest": (np.uint8, (16,))}  # fmt: skip
 
 
-def _members(data: bytes, images: int) -> dict[str, np.ndarray]:
+def _members(data: bytes, images: int, num_classes: int = 0) -> dict[str, np.ndarray]:
     """The member table, each array checked (dtype, shape, one row per image the index counts) before use; a table
-    that declares larger arrays than that is refused before they are allocated."""
+    that declares larger arrays than that is refused before they are allocated.
+
+    Multi-label tables (``num_classes`` given) hold each image's label indices instead of ``label``: ``label_start``
+    (``images + 1`` offsets, rising from 0) into ``label_index`` (int32, each in ``[0, num_classes)``, no image with
+    a label twice).
+    """
     import zipfile
 
+    arrays = dict(_MEMBER_ARRAYS)
+    if num_classes:
+        del arrays["label"]
+        arrays["label_start"] = (np.int64, ())
     tables: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            for name, (dtype, tail) in _MEMBER_ARRAYS.items():
+
+            def read(name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
                 with archive.open(f"{name}.npy") as stream:
                     version = np.lib.format.read_magic(stream)
                     npy = np.lib.format
                     header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-                    shape, _, found = header(stream)  # the declared shape and dtype, nothing allocated yet
-                    expected = (images, *tail)
-                    if found != np.dtype(dtype) or tuple(shape) != expected:
-                        raise ValueError(f"{name}: {found} {tuple(shape)}, expected {np.dtype(dtype)} {expected}")
-                    tables[name] = np.lib.format.read_array(archive.open(f"{name}.npy"), allow_pickle=False)
+                    found_shape, _, found = header(stream)  # the declared shape and dtype, nothing allocated yet
+                    if found != np.dtype(dtype) or tuple(found_shape) != shape:
+                        raise ValueError(f"{name}: {found} {tuple(found_shape)}, expected {np.dtype(dtype)} {shape}")
+                return np.lib.format.read_array(archive.open(f"{name}.npy"), allow_pickle=False)
+
+            for name, (dtype, tail) in arrays.items():
+                tables[name] = read(name, dtype, (images + (name == "label_start"), *tail))
+            if num_classes:
+                start = tables["label_start"]
+                if start[0] != 0 or bool((np.diff(start) < 0).any()) or start[-1] > images * num_classes:
+                    raise ValueError("label_start: not offsets rising from 0 within the classes")
+                index = read("label_index", np.int32, (int(start[-1]),))
+                if len(index) and (index.min() < 0 or index.max() >= num_classes):
+                    raise ValueError(f"label_index: a label outside the index's {num_classes} classes")
+                tables["label_index"] = index
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
         raise ValueError(f"The shards' member table does not fit their index ({err}). Write the shards again.") from err
     return tables
+
+
+def _label_sets(members: dict[str, np.ndarray], keep: np.ndarray) -> list[tuple[int, ...]]:
+    """The label-index tuples of the kept images of a multi-label member table (each sorted, without repeats)."""
+    start, index = members["label_start"], members["label_index"]
+    sets = []
+    for row in np.flatnonzero(keep):
+        labels = index[start[row] : start[row + 1]].tolist()
+        if len(set(labels)) != len(labels):
+            raise ValueError("The shards' member table gives an image a label twice. Write the shards again.")
+        sets.append(tuple(sorted(labels)))
+    return sets
 
 
 def _parent(url: str) -> str:
@@ -297,7 +390,12 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
     members_name = str(entry.get("members", ""))
     if "/" in members_name or "\\" in members_name or members_name in ("", ".", ".."):
         raise ValueError(f"'{index_url}' names its member table '{members_name}': a plain file name is expected.")
-    members = _members(_read_whole(f"{folder}/{members_name}", limit=MEMBER_BYTES * images + 65536), images)
+    task = index.get("task", "multiclass")
+    if task not in ("multiclass", "multilabel"):
+        raise ValueError(f"'{index_url}' is not a shard index: its task is {task!r}.")
+    labels_per_image = len(class_names) if task == "multilabel" else 0
+    limit = (MEMBER_BYTES + 4 * labels_per_image) * images + 65536
+    members = _members(_read_whole(f"{folder}/{members_name}", limit=limit), images, labels_per_image)
     sources_name = str(entry.get("sources") or "")
     if "/" in sources_name or "\\" in sources_name or sources_name in (".", ".."):
         sources_name = ""
@@ -305,8 +403,8 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
     keep = np.isin(members["shard"], chosen)
     remap = np.full(len(shards), -1, dtype=np.int64)
     remap[chosen] = np.arange(len(chosen))
-    label = members["label"][keep].astype(np.int64)
-    outside = label[(label < 0) | (label >= len(class_names))]
+    label: Any = _label_sets(members, keep) if labels_per_image else members["label"][keep].astype(np.int64)
+    outside = [] if labels_per_image else label[(label < 0) | (label >= len(class_names))]
     if len(outside):
         raise ValueError(
             f"The {split} shards hold label {int(outside[0])}, outside the index's {len(class_names)} classes: the "
@@ -326,8 +424,28 @@ def open_shards(pattern: str | Sequence[str], split: str) -> ShardSplit:
     )
 
 
+#: range requests one process keeps in flight for a batch of images from URLs (latency hides behind the others)
+CONCURRENT_READS = 64
+_POOL: tuple[int, Any] | None = None
+
+
+def _read_pool() -> Any:
+    """This process's thread pool for range requests (made again in a forked worker, whose copy has no threads)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = (os.getpid(), ThreadPoolExecutor(CONCURRENT_READS, thread_name_prefix="shard-read"))
+    return _POOL[1]
+
+
 class ShardDataset(ByteImageDataset):
-    """The images of a :class:`ShardSplit`, decoded like files (bad samples skipped); named ``<shard url>#<key>``."""
+    """The images of a :class:`ShardSplit`, decoded like files (bad samples skipped); named ``<shard url>#<key>``.
+
+    Images on URLs are fetched a batch at a time (:meth:`prefetch`, called by the DataLoader through
+    ``__getitems__``) with up to :data:`CONCURRENT_READS` range requests in flight, so a batch costs about one
+    round trip instead of one per image; decoding and augmentation then run in order, as for files.
+    """
 
     def __init__(
         self,
@@ -337,13 +455,29 @@ class ShardDataset(ByteImageDataset):
         min_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        super().__init__(len(split), split.name, split.label.tolist(), transform, min_size=min_size,
-                         max_pixels=max_pixels)  # fmt: skip
+        super().__init__(len(split), split.name, split.labels, transform, min_size=min_size, max_pixels=max_pixels,
+                         num_classes=len(split.class_names) if split.multilabel else None)  # fmt: skip
         self.split = split
+        self._fetched: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # worker processes start with nothing fetched
+        return {**self.__dict__, "_fetched": {}}
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Start reading the images ``indices`` that live on URLs, concurrently; :meth:`read_bytes` collects them."""
+        self._fetched = {}
+        remote = [int(i) for i in dict.fromkeys(indices) if _is_url(self.split.urls[int(self.split.shard[int(i)])])]
+        if len(remote) > 1:
+            pool = _read_pool()
+            self._fetched = {i: pool.submit(self._read, i) for i in remote}
 
     def read_bytes(self, index: int) -> bytes:
         """The image's bytes, read from its shard by offset. A shard cut short makes its missing images bad samples
         (skipped and counted); a URL that does not answer is an error (``OSError``, after the retries)."""
+        fetched = self._fetched.pop(index, None)
+        return fetched.result() if fetched is not None else self._read(index)
+
+    def _read(self, index: int) -> bytes:
         s = self.split
         offset, size = int(s.offset[index]), int(s.size[index])
         if offset < 0 or not 0 < size <= MAX_MEMBER_BYTES:  # an index is data too: it never sizes a huge read

@@ -140,6 +140,9 @@ class SeededDataset(Dataset):
         python_state = None if in_worker else random.getstate()
         numpy_state = None if in_worker else np.random.get_state()
         items = []
+        prefetch = getattr(self.dataset, "prefetch", None)
+        if prefetch is not None:  # images on URLs: the batch's reads start together, seeds apply per item below
+            prefetch([key[1] if isinstance(key, tuple) else key for key in keys])
         with torch.random.fork_rng(devices=[]):
             try:
                 for key in keys:

@@ -26,6 +26,7 @@ from lightning_cv.data import shard_reader
 from lightning_cv.data.datasets import ImageFileDataset
 from lightning_cv.data.shard_reader import expand_braces, open_shards
 from lightning_cv.data.shard_writer import parse_size, write_shards
+from tests.range_server import serve
 from tests.test_resume_cases import Stop, assert_bitwise, fit
 
 CLASSES = ["circle", "cross", "ring", "square", "star", "triangle"]  # six, as the resume helper's model has
@@ -210,37 +211,10 @@ def test_brace_patterns_and_sizes():
             parse_size(bad)
 
 
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Python's file server with byte ranges, as object stores and nginx serve them."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        wanted = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
-        path = Path(self.translate_path(self.path))
-        if wanted is None or not path.is_file():
-            return super().do_GET()
-        start, end = int(wanted.group(1)), int(wanted.group(2))
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            body = handle.read(end - start + 1)
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{path.stat().st_size}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def server(packed):
-    _, out = packed
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(out)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(packed[1]) as (url, _):
+        yield url
 
 
 def test_shards_stream_over_http_with_the_same_images(packed, server):
@@ -256,6 +230,70 @@ def test_shards_stream_over_http_with_the_same_images(packed, server):
     assert len(a) == len(b) == 36
     for i in (0, 17, 35):
         assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
+
+
+def test_a_batch_from_urls_is_fetched_concurrently_with_the_same_images(packed):
+    """Through the DataLoader's batched fetch, the images of a batch are requested together (a server with 50 ms
+    latency sees them in flight at once), and the batch equals the local one."""
+    _, out = packed
+    count = len(list(out.glob("train-*.tar")))
+    with serve(out, latency=0.05) as (url, stats):
+        remote = ImageDataModule(shards=f"{url}/train-{{000000..{count - 1:06d}}}.tar", image_size=32,
+                                 num_workers=0, val_split=0.0, auto_augment="none", batch_size=12)  # fmt: skip
+        remote.setup("fit")
+        before = stats.requests
+        images, labels = next(iter(remote.eval_dataloader("train", batch_size=12)))
+        print(f"requests for a batch of 12: {stats.requests - before}, most in flight at once: {stats.most_in_flight}")
+        assert stats.requests - before == 12 and stats.most_in_flight >= 6
+    local = ImageDataModule(shards=_pattern(out, "train"), image_size=32, num_workers=0, val_split=0.0,
+                            auto_augment="none")  # fmt: skip
+    local.setup("fit")
+    want = [local.eval_dataloader("train").dataset[i] for i in range(12)]
+    assert torch.equal(images, torch.stack([w[0] for w in want]))
+    assert labels.tolist() == [w[1] for w in want]
+
+
+def test_training_batches_from_urls_equal_the_local_ones(packed):
+    """The training loader's seeded path (SeededDataset) prefetches too: same augmented batches as from files."""
+    _, out = packed
+    count = len(list(out.glob("train-*.tar")))
+    with serve(out) as (url, stats):
+        batches = []
+        for pattern in (f"{url}/train-{{000000..{count - 1:06d}}}.tar", _pattern(out, "train")):
+            data = ImageDataModule(shards=pattern, image_size=32, num_workers=0, val_split=0.0, batch_size=8)
+            data.setup("fit")
+            batches.append(next(iter(data.train_dataloader())))
+        assert stats.most_in_flight >= 2
+    assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
+
+
+def test_shards_on_an_fsspec_url_read_the_same_images(packed):
+    """Object stores (s3://, gs://) go through fsspec; its in-memory file system stands in for them here."""
+    fsspec = pytest.importorskip("fsspec")
+    _, out = packed
+    memory = fsspec.filesystem("memory")
+    for path in out.iterdir():
+        if path.is_file():
+            memory.pipe_file(f"/bucket/shards/{path.name}", path.read_bytes())
+    count = len(list(out.glob("train-*.tar")))
+    try:
+        remote = open_shards(f"memory://bucket/shards/train-{{000000..{count - 1:06d}}}.tar", "train")
+        local = open_shards(_pattern(out, "train"), "train")
+        assert np.array_equal(remote.label, local.label) and len(remote) == 36
+        a, b = shard_reader.ShardDataset(remote), shard_reader.ShardDataset(local)
+        assert a.__getitems__([0, 20, 35]) is not None
+        for i in (0, 20, 35):
+            assert a.read_bytes(i) == b.read_bytes(i)
+        with pytest.raises(ValueError, match=r"No index\.json beside"):
+            open_shards("memory://bucket/elsewhere/train-000000.tar", "train")
+    finally:
+        memory.rm("/bucket", recursive=True)
+
+
+def test_an_unknown_url_scheme_is_a_one_line_error():
+    pytest.importorskip("fsspec")
+    with pytest.raises(ValueError, match=r"Cannot read 'nosuchfs://b/index\.json'.*fsspec URL"):
+        open_shards("nosuchfs://b/train-000000.tar", "train")
 
 
 def test_an_unreachable_url_is_a_clear_error_after_bounded_retries(monkeypatch):
@@ -331,6 +369,80 @@ def test_shard_a_csv_list(tmp_path):
     assert main(args) == 0
     split = open_shards(str(out / "train-000000.tar"), "train")
     assert split.class_names == CLASSES and split.class_counts() == [2] * 6
+
+
+@pytest.fixture(scope="module")
+def multilabel_packed(tmp_path_factory):
+    """A multi-label CSV list (0 to 3 labels an image) and its shards."""
+    tmp = tmp_path_factory.mktemp("multilabel")
+    root = photos(tmp / "photos", per_class=3, val=0)
+    files = sorted((root / "train").rglob("*.*"))
+    sets = [[CLASSES[(i + k) % 6] for k in range(i % 3)] for i in range(len(files))]  # every class, some none
+    rows = ["path,labels"] + [f"{p},{';'.join(labels)}" for p, labels in zip(files, sets, strict=True)]
+    (tmp / "train.csv").write_text("\n".join(rows) + "\n")
+    out = tmp / "shards"
+    args = ["shard", "--data.train_file", str(tmp / "train.csv"), "--data.val_split", "0", "--output", str(out),
+            "--shard_size", "20KB"]  # fmt: skip
+    assert main(args) == 0
+    return tmp / "train.csv", out
+
+
+def test_multilabel_lists_pack_into_shards_with_their_label_sets(multilabel_packed):
+    csv, out = multilabel_packed
+    index = json.loads((out / "index.json").read_text())
+    assert index["task"] == "multilabel" and len(index["splits"]["train"]["shards"]) > 1
+    with tarfile.open(out / "train-000000.tar") as tar:
+        members = tar.getnames()
+        labels = json.loads(tar.extractfile(members[1]).read())["labels"]  # webdataset decodes .json as this
+    assert members[1].endswith(".json") and all(0 <= i < 6 for i in labels)
+    kwargs = dict(image_size=32, num_workers=0, val_split=0.0, auto_augment="none", leakage_check="off")
+    sharded = ImageDataModule(shards=_pattern(out, "train"), **kwargs)
+    listed = ImageDataModule(train_file=str(csv), **kwargs)
+    sharded.setup("fit")
+    listed.setup("fit")
+    assert sharded.task == listed.task == "multilabel" and sharded.class_names == listed.class_names
+    assert torch.equal(sharded.label_counts("train")[0], listed.label_counts("train")[0])
+    a, b = sharded.eval_dataloader("train").dataset, listed.eval_dataloader("train").dataset  # no augmentation
+    by_path = {str(p): i for i, p in enumerate(b.paths)}
+    split = sharded._shards["train"]
+    for i in range(len(a)):
+        j = by_path[split.sources([i])[0]]
+        assert torch.equal(a[i][0], b[j][0]) and torch.equal(a[i][1], b[j][1])  # image and multi-hot target
+
+
+def test_a_multilabel_model_trains_on_multilabel_shards(multilabel_packed, tmp_path):
+    from lightning.pytorch import Trainer
+
+    from lightning_cv import ImageClassifier
+
+    _, out = multilabel_packed
+    data = ImageDataModule(shards=_pattern(out, "train"), image_size=32, num_workers=0, val_split=0.25,
+                           batch_size=8)  # fmt: skip
+    model = ImageClassifier(backbone="test_resnet", num_classes=6, task="multilabel", pretrained=False)
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, data)
+    assert trainer.global_step == 2 and "val_map" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize(
+    "plant, message",
+    [
+        (lambda m: m.update(label_index=np.full_like(m["label_index"], 6)), "outside the index's 6 classes"),
+        (lambda m: m.update(label_start=m["label_start"][::-1].copy()), "offsets rising from 0"),
+        (lambda m: m.update(label_index=np.zeros_like(m["label_index"])), "a label twice"),
+        (lambda m: m.update(label=np.zeros(len(m["key"]), dtype=np.int64)) or m.pop("label_start"), "label_start"),
+    ],
+    ids=["outside", "falling", "repeated", "multiclass-table"],
+)
+def test_a_planted_multilabel_member_table_is_refused(tmp_path, multilabel_packed, plant, message):
+    _, out = multilabel_packed
+    copy = _copy(out, tmp_path / "copy")
+    members = dict(np.load(copy / "train.members.npz"))
+    plant(members)
+    np.savez(copy / "train.members.npz", **members)
+    with pytest.raises(ValueError, match=message):
+        open_shards(_pattern(copy, "train"), "train")
 
 
 def _copy(out: Path, to: Path) -> Path:
