@@ -21,9 +21,10 @@ def shard(
 ) -> int:
     """Pack class folders or CSV lists (--data.*) into WebDataset tar shards with an index, ready for --data.shards.
 
-    Writes <split>-000000.tar, ... (each image's bytes as <key>.<ext> and its class as <key>.cls), index.json and
-    <split>.members.npz into --output. Images are shuffled once (seeded by --data.seed) before they are dealt into
-    shards. Unusable files are skipped and listed. An interrupted run started again keeps the shards it finished.
+    Writes <split>-000000.tar, ... (each image's bytes as <key>.<ext> and its class as <key>.cls, or for multi-label
+    lists its label indices as <key>.json), index.json and <split>.members.npz into --output. Images are shuffled
+    once (seeded by --data.seed) before they are dealt into shards. Unusable files are skipped and listed. An
+    interrupted run started again keeps the shards it finished.
 
     Args:
         output: the folder for the shards and the index.
@@ -47,13 +48,12 @@ def shard(
             f"(a CSV list), not a {source} source."
         )
     found = discover(hp)
-    if found.task == MULTILABEL:
-        raise ValueError(
-            "This data is multi-label; `lightning-cv shard` writes one class per image for now. Train from the "
-            "CSV list itself (`--data.train_file`)."
-        )
+    multilabel = found.task == MULTILABEL
     report = write_shards(
-        {split: [(str(p), int(y)) for p, y in rows] for split, rows in found.records.items()},  # type: ignore[arg-type]
+        {
+            split: [(str(p), tuple(y) if multilabel else int(y)) for p, y in rows]  # type: ignore[arg-type]
+            for split, rows in found.records.items()
+        },
         found.class_names,
         output,
         shard_size=shard_size,

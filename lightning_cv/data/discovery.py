@@ -175,6 +175,9 @@ def _shards(hp: Any) -> Discovered:
                     f"The {split} shards' classes differ from the training shards' ({splits[split].class_names[:5]} "
                     f"vs {classes[:5]}): write all splits with one `lightning-cv shard` run."
                 )
+    if splits["train"].multilabel:
+        evidence = "the shards' index is multi-label (each image has a set of labels)"
+        return Discovered(classes, shards=_held_out(hp, splits), task=MULTILABEL, evidence=evidence)
     return Discovered(classes, shards=_held_out(hp, splits), evidence="the shards' index has one class per image")
 
 
@@ -193,14 +196,16 @@ def _huggingface(hp: Any) -> Discovered:
 
 
 def _held_out(hp: Any, splits: dict[str, Any]) -> dict[str, Any]:
-    """``splits`` (each with ``subset`` and ``labels``/``label``) with ``val_split``/``test_split`` taken from
-    training where a split is not given, stratified and seeded as for folders."""
+    """``splits`` (each with ``subset`` and ``labels``: class indices, or label-index tuples) with
+    ``val_split``/``test_split`` taken from training where a split is not given, stratified and seeded as for
+    folders."""
     train = splits["train"]
-    labels = list(train.labels) if hasattr(train, "labels") else train.label.tolist()
+    labels = list(train.labels)
     if not labels:
         raise ValueError("The training split has no images: check the shards or the dataset and its split name.")
     rows = {split: list(range(len(part))) for split, part in splits.items()}
-    held = _hold_out(hp, rows, lambda chosen, parts: stratified_split([labels[i] for i in chosen], parts, hp.seed))
+    stratify = multilabel_split if isinstance(labels[0], tuple) else stratified_split
+    held = _hold_out(hp, rows, lambda chosen, parts: stratify([labels[i] for i in chosen], parts, hp.seed))
     return {split: (splits[split] if split in splits and split != "train" else train).subset(indices)
             for split, indices in held.items()}  # fmt: skip
 

@@ -1,13 +1,13 @@
 """Pack a labelled image collection (class folders, CSV lists) into WebDataset tar shards with an index.
 
 The shards are plain WebDataset: each image is a tar member ``<key>.<ext>`` (its original bytes, never re-encoded)
-followed by ``<key>.cls`` (the class index as text), so ``webdataset``, ``wids`` and timm's reader read them as they
-are. Beside them, ``index.json`` (class names, task, each shard's image count, size, per-class counts and SHA-256)
-and ``<split>.members.npz`` (for every image: its shard, the byte offset and size of its data inside the tar, its
-label, its key and the first 16 bytes of the SHA-256 of its bytes; ``<split>.sources.json`` lists the files the
-images came from). With those, setting up reads two small files instead of
-every shard, images are read by offset (random access, so training resumes exactly and splits across processes as
-for folders), and the leakage check compares hashes without reading images.
+followed by ``<key>.cls`` (the class index as text; for multi-label data ``<key>.json``, ``{"labels": [2, 5]}``), so
+``webdataset``, ``wids`` and timm's reader read them as they are. Beside them, ``index.json`` (class names, task,
+each shard's image count, size, per-class counts and SHA-256) and ``<split>.members.npz`` (for every image: its
+shard, the byte offset and size of its data inside the tar, its label or labels, its key and the first 16 bytes of
+the SHA-256 of its bytes; ``<split>.sources.json`` lists the files the images came from). With those, setting up
+reads two small files instead of every shard, images are read by offset (random access, so training resumes exactly
+and splits across processes as for folders), and the leakage check compares hashes without reading images.
 
 Images are shuffled once (seeded) before they are dealt into shards, so a reader that streams shards in order with a
 shuffle buffer does not see one class at a time. Each shard is written to ``<name>.partial`` and renamed when
@@ -104,7 +104,7 @@ def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
     return info, io.BytesIO(data)
 
 
-def _write_shard(task: tuple[Path, str, list[tuple[str, int]], int, int, str, int]) -> dict[str, Any]:
+def _write_shard(task: tuple[Path, str, list[tuple[str, Any]], int, int, str, int]) -> dict[str, Any]:
     """Write one shard; returns its member table (run in a worker process)."""
     output, name, rows, first_key, max_pixels, check, num_classes = task
     partial = output / f"{name}.partial"
@@ -133,12 +133,16 @@ def _write_shard(task: tuple[Path, str, list[tuple[str, int]], int, int, str, in
             digests.append(hashlib.sha256(data).digest()[:16])
             sources.append(path)
             keys.append(first_key + number)
-            cls, text = _member(f"{key}.cls", str(label).encode())
+            if isinstance(label, (tuple, list)):  # multi-label: the label indices, as webdataset decodes .json
+                cls, text = _member(f"{key}.json", json.dumps({"labels": [int(i) for i in label]}).encode())
+            else:
+                cls, text = _member(f"{key}.cls", str(label).encode())
             tar.addfile(cls, text)
     with open(partial, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             whole.update(block)
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist()
+    flat = [i for y in labels for i in y] if any(isinstance(y, (tuple, list)) for y in labels) else labels
+    counts = np.bincount(np.asarray(flat, dtype=np.int64), minlength=num_classes).tolist()
     table = {
         "name": name,
         "images": len(labels),
@@ -147,7 +151,7 @@ def _write_shard(task: tuple[Path, str, list[tuple[str, int]], int, int, str, in
         "class_counts": counts,
         "offsets": offsets,
         "sizes": sizes,
-        "labels": labels,
+        "labels": [list(y) if isinstance(y, (tuple, list)) else y for y in labels],
         "digests": [d.hex() for d in digests],
         "sources": sources,
         "keys": keys,
@@ -173,7 +177,7 @@ def _done(output: Path, name: str, rows: list[tuple[str, int]]) -> dict[str, Any
 
 
 def write_shards(
-    records: dict[str, list[tuple[str, int]]],
+    records: dict[str, list[tuple[str, Any]]],
     class_names: Sequence[str],
     output: str | os.PathLike[str],
     *,
@@ -187,7 +191,8 @@ def write_shards(
     """Write each split's ``(path, class index)`` records as WebDataset shards ``<split>-NNNNNN.tar`` in ``output``.
 
     Args:
-        records: the images of each split (``"train"``, ``"val"``, ``"test"``).
+        records: the images of each split (``"train"``, ``"val"``, ``"test"``); multi-label data gives each path a
+            tuple of label indices instead of one class index.
         class_names: the class names in label order.
         output: the folder for the shards and the index (created; shards an earlier, interrupted run finished with
             the same plan are kept, others there are written again; a folder with an index already is refused).
@@ -232,11 +237,13 @@ def write_shards(
     tables: dict[str, list[dict[str, Any]]] = {split: [] for split in records}
     for split, table in kept + written:
         tables[split].append(table)
-    index: dict[str, Any] = {"format": SHARD_FORMAT, "task": "multiclass", "class_names": list(class_names),
+    multilabel = any(isinstance(y, (tuple, list)) for rows in records.values() for _, y in rows)
+    index: dict[str, Any] = {"format": SHARD_FORMAT, "task": "multilabel" if multilabel else "multiclass",
+                             "class_names": list(class_names),
                              "splits": {}, "skipped": []}  # fmt: skip
     for split, shard_tables in tables.items():
         shard_tables.sort(key=lambda t: t["name"])
-        _write_members(out / f"{split}.members.npz", shard_tables)
+        _write_members(out / f"{split}.members.npz", shard_tables, multilabel)
         _write_json(out / f"{split}.sources.json", [s for t in shard_tables for s in t["sources"]])
         counts = np.sum([t["class_counts"] for t in shard_tables], axis=0).tolist() if shard_tables else []
         index["splits"][split] = {
@@ -264,20 +271,31 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(scratch, path)
 
 
-def _write_members(path: Path, tables: list[dict[str, Any]]) -> None:
+def _write_members(path: Path, tables: list[dict[str, Any]], multilabel: bool = False) -> None:
     """The per-image arrays of one split: shard number, offset, size, label, 16-byte hash and key (52 bytes an
     image: 67 MB for ImageNet-1k's 1.28M, read in well under a second). The source paths go to a separate file,
-    read only to name images in a report."""
+    read only to name images in a report. Multi-label data has, instead of ``label``, ``label_start`` (offsets, one
+    more than images) into ``label_index`` (int32 label indices): 4 bytes a label more."""
     shard = np.asarray([i for i, t in enumerate(tables) for _ in t["offsets"]], dtype=np.int32)
     digests = [bytes.fromhex(d) for t in tables for d in t["digests"]]
+    labels = [y for t in tables for y in t["labels"]]
+    label_arrays: dict[str, np.ndarray]
+    if multilabel:
+        sizes = np.asarray([len(y) for y in labels], dtype=np.int64)
+        label_arrays = {
+            "label_start": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            "label_index": np.asarray([i for y in labels for i in y], dtype=np.int32),
+        }
+    else:
+        label_arrays = {"label": np.asarray(labels, dtype=np.int64)}
     scratch = path.with_name(f"{path.name}.partial.npz")
     np.savez(
         scratch,
         shard=shard.astype(np.int32),
         offset=np.asarray([o for t in tables for o in t["offsets"]], dtype=np.int64),
         size=np.asarray([s for t in tables for s in t["sizes"]], dtype=np.int64),
-        label=np.asarray([y for t in tables for y in t["labels"]], dtype=np.int64),
         digest=np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16),
         key=np.asarray([k for t in tables for k in t["keys"]], dtype=np.int64),
+        **label_arrays,  # type: ignore[arg-type]  # numpy types every keyword as its allow_pickle
     )
     os.replace(scratch, path)
