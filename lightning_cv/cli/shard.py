@@ -1,4 +1,4 @@
-"""``lightning-cv shard``: pack class folders or CSV lists into WebDataset tar shards with an index.
+"""``lightning-cv shard``: pack class folders, CSV lists or a Hugging Face dataset into WebDataset tar shards.
 
 Wiring only: the data settings are the ``--data.*`` options of ``fit`` (the same discovery of classes and splits),
 the work is :func:`lightning_cv.data.shard_writer.write_shards`.
@@ -19,7 +19,8 @@ def shard(
     *,
     data: dict[str, Any] | None = None,
 ) -> int:
-    """Pack class folders or CSV lists (--data.*) into WebDataset tar shards with an index, ready for --data.shards.
+    """Pack class folders, CSV lists or a Hugging Face dataset (--data.*) into WebDataset tar shards with an index,
+    ready for --data.shards.
 
     Writes <split>-000000.tar, ... (each image's bytes as <key>.<ext> and its class as <key>.cls, or for multi-label
     lists its label indices as <key>.json), index.json and <split>.members.npz into --output. Images are shuffled
@@ -42,18 +43,23 @@ def shard(
     data_module = ImageDataModule(**settings)
     hp: Any = data_module.hparams
     source = data_source(hp)
-    if source not in ("folders", "list"):
+    if source not in ("folders", "list", "huggingface"):
         raise ValueError(
-            f"`lightning-cv shard` packs image files: pass `--data.data_dir` (class folders) or `--data.train_file` "
-            f"(a CSV list), not a {source} source."
+            f"`lightning-cv shard` packs image files or a Hugging Face dataset: pass `--data.data_dir` (class "
+            f"folders), `--data.train_file` (a CSV list) or `--data.hf_dataset`, not a {source} source."
         )
     found = discover(hp)
     multilabel = found.task == MULTILABEL
-    report = write_shards(
-        {
+    records: dict[str, list[tuple[Any, Any]]]
+    if source == "huggingface":  # rows by number, read by the split itself
+        records = {split: list(enumerate(part.labels)) for split, part in found.shards.items()}
+    else:
+        records = {
             split: [(str(p), tuple(y) if multilabel else int(y)) for p, y in rows]  # type: ignore[arg-type]
             for split, rows in found.records.items()
-        },
+        }
+    report = write_shards(
+        records,
         found.class_names,
         output,
         shard_size=shard_size,
@@ -61,6 +67,7 @@ def shard(
         seed=int(hp.seed),
         image_check=image_check,
         max_pixels=int(hp.max_image_pixels),
+        readers=found.shards if source == "huggingface" else None,
     )
     print(report.summary())
     options = {"train": "--data.shards", "val": "--data.val_shards", "test": "--data.test_shards"}

@@ -42,6 +42,10 @@ class HFSplit:
         return HFSplit(self.dataset.select(chosen), self.name, self.image_column,
                        [self.labels[i] for i in chosen], self.class_names)  # fmt: skip
 
+    def row_name(self, index: int) -> str:
+        """``<dataset>[<split>][<row>]``: what names row ``index`` in messages and reports."""
+        return f"{self.name}[{index}]"
+
     def image_bytes(self, index: int) -> bytes | None:
         cell = self.dataset[int(index)][self.image_column]
         if isinstance(cell, dict) and len(cell.get("bytes") or b"") > MAX_IMAGE_BYTES:
@@ -234,7 +238,7 @@ class HFImageDataset(ByteImageDataset):
         min_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        super().__init__(len(split), lambda i: f"{split.name}[{i}]", split.labels, transform, min_size=min_size,
+        super().__init__(len(split), split.row_name, split.labels, transform, min_size=min_size,
                          max_pixels=max_pixels)  # fmt: skip
         self.split = split
 

@@ -126,13 +126,22 @@ def load_image(
         raise BadImageError(path, f"cannot be decoded ({type(err).__name__}: {err})") from err
 
 
-def check_image(path: str | os.PathLike[str], *, decode: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Raise :class:`BadImageError` when ``path`` is not a usable image.
+def check_image(
+    path: str | os.PathLike[str],
+    *,
+    decode: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
+) -> str:
+    """Raise :class:`BadImageError` when ``path`` (or its bytes ``data``, read already) is not a usable image;
+    else return its format (``"JPEG"``, ``"PNG"``, ...).
 
     Without ``decode`` only the header is read (cheap: empty files, non-images and decompression bombs); with it the
     whole image is decoded, which also finds truncated files.
     """
+    image = _open(path, max_pixels, data)
+    found = str(image.format or "")
+    image.close()
     if decode:
-        load_image(path, max_pixels=max_pixels).close()
-        return
-    _open(path, max_pixels).close()
+        load_image(path, max_pixels=max_pixels, data=data).close()
+    return found

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -84,12 +84,26 @@ class ShardReport:
         return "\n".join(lines)
 
 
-def _plan(rows: Sequence[tuple[str, int]], max_bytes: int) -> list[list[tuple[str, int]]]:
+class ImageRows(Protocol):
+    """Images that are not files (the rows of a Hugging Face dataset): records name them by row number."""
+
+    def image_bytes(self, index: int) -> bytes | None: ...
+
+    def row_name(self, index: int) -> str: ...
+
+
+def _size(source: Any, reader: ImageRows | None) -> int:
+    if reader is None:
+        return os.path.getsize(source)
+    return len(reader.image_bytes(int(source)) or b"")
+
+
+def _plan(rows: Sequence[tuple[Any, Any]], max_bytes: int, reader: ImageRows | None) -> list[list[tuple[Any, Any]]]:
     """Deal ``rows`` into consecutive shards of at most ``max_bytes`` of image data (at least one image each)."""
-    shards: list[list[tuple[str, int]]] = [[]]
+    shards: list[list[tuple[Any, Any]]] = [[]]
     used = 0
     for row in rows:
-        size = os.path.getsize(row[0]) + 1536  # the member headers and padding, roughly
+        size = _size(row[0], reader) + 1536  # the member headers and padding, roughly
         if shards[-1] and used + size > max_bytes:
             shards.append([])
             used = 0
@@ -104,26 +118,41 @@ def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
     return info, io.BytesIO(data)
 
 
-def _write_shard(task: tuple[Path, str, list[tuple[str, Any]], int, int, str, int]) -> dict[str, Any]:
+_SUFFIXES = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+def _read(source: Any, reader: ImageRows | None, check: str, max_pixels: int) -> tuple[str, bytes, str]:
+    """The name, bytes and file extension of one image (a file, or row ``source`` of ``reader``)."""
+    if reader is None:
+        path = str(source)
+        if check != "none":
+            check_image(path, decode=check == "decode", max_pixels=max_pixels)
+        if os.path.getsize(path) > MAX_MEMBER_BYTES:
+            raise BadImageError(path, f"larger than {MAX_MEMBER_BYTES >> 20} MB, the most a member may be")
+        return path, Path(path).read_bytes(), Path(path).suffix.lower().lstrip(".") or "img"
+    name = reader.row_name(int(source))
+    data = reader.image_bytes(int(source))
+    if not data:
+        raise BadImageError(name, f"the row holds no image bytes (or more than {MAX_MEMBER_BYTES >> 20} MB)")
+    found = check_image(name, decode=check == "decode", max_pixels=max_pixels, data=data)  # its format names it
+    return name, data, _SUFFIXES.get(found, found.lower() or "img")
+
+
+def _write_shard(task: tuple[Path, str, list[tuple[Any, Any]], int, int, str, int, Any]) -> dict[str, Any]:
     """Write one shard; returns its member table (run in a worker process)."""
-    output, name, rows, first_key, max_pixels, check, num_classes = task
+    output, name, rows, first_key, max_pixels, check, num_classes, reader = task
     partial = output / f"{name}.partial"
     offsets, sizes, labels, digests, sources, keys = [], [], [], [], [], []
     skipped: list[tuple[str, str]] = []
     whole = hashlib.sha256()
     with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for number, (path, label) in enumerate(rows):
+        for number, (source, label) in enumerate(rows):
             try:
-                if check != "none":
-                    check_image(path, decode=check == "decode", max_pixels=max_pixels)
-                if os.path.getsize(path) > MAX_MEMBER_BYTES:
-                    raise BadImageError(path, f"larger than {MAX_MEMBER_BYTES >> 20} MB, the most a member may be")
-                data = Path(path).read_bytes()
+                path, data, suffix = _read(source, reader, check, max_pixels)
             except (BadImageError, OSError) as err:
-                skipped.append((path, getattr(err, "reason", str(err))))
+                skipped.append((str(getattr(err, "path", source)), getattr(err, "reason", str(err))))
                 continue
             key = f"{first_key + number:09d}"
-            suffix = Path(path).suffix.lower().lstrip(".") or "img"
             info, body = _member(f"{key}.{suffix}", data)
             tar.addfile(info, body)
             # the data ends the member: the archive's position now, less the data rounded up to whole blocks
@@ -165,7 +194,7 @@ def _write_shard(task: tuple[Path, str, list[tuple[str, Any]], int, int, str, in
     return table
 
 
-def _done(output: Path, name: str, rows: list[tuple[str, int]]) -> dict[str, Any] | None:
+def _done(output: Path, name: str, rows: list[tuple[Any, Any]]) -> dict[str, Any] | None:
     """The member table of a shard an earlier run completed with the same images, else ``None``."""
     table_path = output / ".parts" / f"{name}.json"
     if not table_path.is_file() or not (output / name).is_file():
@@ -187,6 +216,7 @@ def write_shards(
     image_check: str = "header",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     log: Callable[[str], None] = print,
+    readers: dict[str, ImageRows] | None = None,
 ) -> ShardReport:
     """Write each split's ``(path, class index)`` records as WebDataset shards ``<split>-NNNNNN.tar`` in ``output``.
 
@@ -202,6 +232,8 @@ def write_shards(
         image_check: ``"header"`` reads each image's header, ``"decode"`` decodes it, ``"none"`` trusts the files;
             unusable files are skipped and listed.
         max_pixels: larger images are refused as decompression bombs.
+        readers: for a split whose images are not files (a Hugging Face dataset's rows), what reads them; its
+            records then give row numbers instead of paths.
     """
     max_bytes = parse_size(shard_size)
     if image_check not in ("header", "decode", "none"):
@@ -218,13 +250,15 @@ def write_shards(
     for split, rows in records.items():
         order = list(rows)
         random.Random(f"{seed}-{split}").shuffle(order)
-        for number, shard_rows in enumerate(_plan(order, max_bytes)):
+        reader = (readers or {}).get(split)
+        for number, shard_rows in enumerate(_plan(order, max_bytes, reader)):
             name = f"{split}-{number:06d}.tar"
             done = _done(out, name, shard_rows)
             if done is not None:
                 kept.append((split, done))
             else:
-                tasks.append((split, (out, name, shard_rows, first_key, max_pixels, image_check, len(class_names))))
+                task = (out, name, shard_rows, first_key, max_pixels, image_check, len(class_names), reader)
+                tasks.append((split, task))
             first_key += len(shard_rows)
     report.reused = len(kept)
     if tasks:

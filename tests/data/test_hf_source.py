@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import tarfile
 
 import numpy as np
 import pytest
@@ -188,3 +190,58 @@ def test_a_single_saved_dataset_has_no_validation_split(tmp_path):
     data = module(root, val_split=0.5)
     data.setup("fit")
     assert len(data.datasets["train"]) == len(data.datasets["val"]) == 6
+
+
+def test_a_hugging_face_dataset_packs_into_shards_with_the_same_images(tmp_path, saved):
+    """`lightning-cv shard --data.hf_dataset ...`: each row's bytes become a member (its format names the
+    extension), a broken row is skipped and listed, and the shards give the rows' images and labels."""
+    from lightning_cv.cli import main
+
+    root = tmp_path / "d"
+    train = _split(12, 0)
+    train["picture"][3] = {"bytes": b"\x89PNG broken", "path": None}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(train, features=_features())}).save_to_disk(str(root))
+    out = tmp_path / "shards"
+    args = ["shard", "--data.hf_dataset", str(root), "--data.hf_image_column", "picture", "--data.hf_label_column",
+            "kind", "--data.val_split", "0", "--output", str(out)]  # fmt: skip
+    assert main(args) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["class_names"] == CLASSES and index["splits"]["train"]["images"] == 11
+    assert [s["path"] for s in index["skipped"]] == [f"{root}[train][3]"]
+    with tarfile.open(out / "train-000000.tar") as tar:
+        assert {n.rsplit(".", 1)[1] for n in tar.getnames()} == {"png", "cls"}
+    sharded = ImageDataModule(shards=str(out / "train-000000.tar"), image_size=32, num_workers=0, val_split=0.0,
+                              auto_augment="none", leakage_check="off")  # fmt: skip
+    rows = module(root, val_split=0.0, leakage_check="off")
+    sharded.setup("fit")
+    rows.setup("fit")
+    a, b = sharded.eval_dataloader("train").dataset, rows.eval_dataloader("train").dataset
+    split = sharded._shards["train"]
+    for i in range(len(a)):
+        row = int(split.sources([i])[0].rsplit("[", 1)[1].rstrip("]"))
+        assert torch.equal(a[i][0], b[row][0]) and a[i][1] == b[row][1] == row % len(CLASSES)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_share_a_hugging_face_dataset_as_one_process_would(tmp_path):
+    """2 gloo processes, batch 2 each, on 13 rows: disjoint shares (the epoch's tail padded by repeating the first
+    image of the order, as DistributedSampler does, so both ranks take 7 images), and each global step's four
+    images are the ones a single process with batch 4 takes at that step."""
+    from lightning_cv import ImageClassifier
+    from lightning_cv.resume.loader import ResumableSampler
+    from tests.conftest import run_spawned, tiny_trainer
+    from tests.data.test_shards import _SaveShare
+
+    root = tmp_path / "d"
+    datasets.Dataset.from_dict(_split(13, 0), features=_features()).save_to_disk(str(root))
+    data = module(root, batch_size=2, val_split=0.0, leakage_check="off")
+    model = ImageClassifier(backbone="test_resnet", num_classes=6, pretrained=False)
+    trainer = tiny_trainer(tmp_path, max_steps=1, strategy="ddp_spawn", devices=2, callbacks=[_SaveShare(tmp_path)])
+    run_spawned(lambda: trainer.fit(model, data), written=[tmp_path / f"share{r}.pt" for r in (0, 1)])
+    shares = [torch.load(tmp_path / f"share{r}.pt", weights_only=True) for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 7
+    assert len(set(shares[0]) | set(shares[1])) == 13  # every row, and one repeated to even out the tail
+    single = [f"{root}[train][{i}]" for i in ResumableSampler(13, seed=data.hparams.seed).global_order(0)]
+    for step in range(3):  # the full steps (the fourth holds the padding)
+        two = {*shares[0][2 * step : 2 * step + 2], *shares[1][2 * step : 2 * step + 2]}
+        assert two == set(single[4 * step : 4 * step + 4])
