@@ -83,6 +83,20 @@ def test_shards_are_plain_webdataset_with_an_index(packed):
     assert not list(out.glob("*.partial"))
 
 
+def test_the_webdataset_library_reads_the_shards_as_ours_does(packed):
+    """The shards are plain WebDataset: `webdataset` itself reads every image and label, equal to our reader's."""
+    wds = pytest.importorskip("webdataset")
+    _, out = packed
+    urls = sorted(str(p) for p in out.glob("train-*.tar"))
+    theirs = {key: (image, int(label)) for key, image, label in
+              wds.WebDataset(urls, shardshuffle=False).to_tuple("__key__", "jpg;png", "cls")}  # fmt: skip
+    ours = shard_reader.ShardDataset(open_shards(urls, "train"))
+    assert len(theirs) == len(ours) == 36
+    for i in range(len(ours)):
+        image, label = theirs[f"{int(ours.split.key[i]):09d}"]
+        assert image == ours.read_bytes(i) and label == ours.targets[i]
+
+
 def test_reading_shards_gives_the_folder_sources_images_and_labels(packed):
     _, out = packed
     data = ImageDataModule(shards=_pattern(out, "train"), val_shards=_pattern(out, "val"), image_size=32,
