@@ -1,9 +1,10 @@
 """Read WebDataset shards written by :func:`~lightning_cv.data.shard_writer.write_shards`, by offset.
 
-:func:`open_shards` resolves a shard pattern (``"shards/train-{000000..000123}.tar"``, a list, local paths or
-``http(s)://`` URLs) against the ``index.json`` beside the shards and returns a :class:`ShardSplit`: the shards' URLs
-and, per image, the shard, byte offset, size, label and content hash. :class:`ShardDataset` reads one image's bytes
-with one positioned read (``os.pread`` for a file, an HTTP ``Range`` request for a URL), so it is a map-style dataset
+:func:`open_shards` resolves a shard pattern (``"shards/train-{000000..000123}.tar"``, a list; local paths,
+``http(s)://`` URLs or any URL fsspec reads, such as ``s3://``) against the ``index.json`` beside the shards and
+returns a :class:`ShardSplit`: the shards' URLs and, per image, the shard, byte offset, size, label and content hash.
+:class:`ShardDataset` reads one image's bytes with one positioned read (``os.pread`` for a file, an HTTP ``Range``
+request or an fsspec ranged read for a URL; a batch's requests in flight together), so it is a map-style dataset
 like a folder's: the resumable sampler orders it from ``(seed, epoch)``, DDP ranks take disjoint strides, each image
 gets its seeded augmentation, and a killed run resumes at the next image.
 """
