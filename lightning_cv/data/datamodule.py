@@ -79,8 +79,9 @@ class ImageDataModule(LightningDataModule):
         train_file: CSV or text list of training images; ``val_file`` and ``test_file`` likewise.
         shards: WebDataset tar shards of the training images written by ``lightning-cv shard``: a brace pattern
             (``"shards/train-{000000..000123}.tar"``) or a list; local paths, ``http(s)://`` URLs or fsspec URLs
-            (``s3://``, ``gs://``, ...), read by offset with the ``index.json`` beside them (:mod:`lightning_cv.data.shard_reader`); ``val_shards`` and
-            ``test_shards`` likewise (without them, ``val_split``/``test_split`` hold images out as for folders).
+            (``s3://``, ``gs://``, ...), read by offset with the ``index.json`` beside them
+            (:mod:`lightning_cv.data.shard_reader`); ``val_shards`` and ``test_shards`` likewise (without them,
+            ``val_split``/``test_split`` hold images out as for folders).
         hf_dataset: a Hugging Face dataset: a folder written by ``save_to_disk``, a folder of Parquet files, or a Hub
             name; ``hf_split`` (``"train"``), ``hf_val_split`` and ``hf_test_split`` name its splits (without the
             last two, ``val_split``/``test_split`` hold images out), ``hf_image_column`` and ``hf_label_column`` its
