@@ -6,7 +6,8 @@ with, and the dataset it was trained on. ``--data.*`` options (typed: every ``Im
 them. The options are the keyword arguments of :func:`export`, :func:`benchmark` and :func:`explain`, parsed by the
 same parser class as ``fit`` (``--config``, ``--print_config``, the same one-line errors). This module wires; the
 work is done in :mod:`lightning_cv.deploy` and :mod:`lightning_cv.interpret`. ``calibrate``
-(:mod:`lightning_cv.cli.calibrate`) and ``shard`` (:mod:`lightning_cv.cli.shard`) share this parser and registry.
+(:mod:`lightning_cv.cli.calibrate`), ``shard`` (:mod:`lightning_cv.cli.shard`) and ``package``
+(:mod:`lightning_cv.cli.package`) share this parser and registry.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lightning_cv.cli.parsing import ShortErrorParser, secure_parsing
 from lightning_cv.data.batch import MULTICLASS, MULTILABEL, decision_thresholds, task_of
 from lightning_cv.data.config import OVERRIDE_KEYS, DataConfig
 
-__all__ = ["DEPLOY_COMMANDS", "benchmark", "calibrate", "explain", "export", "run_deploy_command"]
+__all__ = ["DEPLOY_COMMANDS", "benchmark", "calibrate", "explain", "export", "package", "run_deploy_command"]
 
 
 # ---------------------------------------------------------------------------------------------------- the commands
@@ -256,6 +257,7 @@ def explain(
 
 
 from lightning_cv.cli.calibrate import calibrate  # noqa: E402  (it imports this module's helpers when it runs)
+from lightning_cv.cli.package import package  # noqa: E402
 from lightning_cv.cli.shard import shard  # noqa: E402
 
 #: each command and whether it takes ``--data.*`` options
@@ -265,6 +267,7 @@ DEPLOY_COMMANDS: dict[str, tuple[Callable[..., int], bool]] = {
     "benchmark": (benchmark, True),
     "explain": (explain, False),
     "shard": (shard, True),
+    "package": (package, True),
 }
 
 

@@ -17,7 +17,7 @@ def main(args: list[str] | None = None) -> int:
     """Entry point of ``lightning-cv`` and ``python -m lightning_cv``; returns the exit code.
 
     ``fit``, ``validate``, ``test`` and ``predict`` go to :class:`~lightning_cv.cli.train.LightningCVCLI`;
-    ``calibrate``, ``export``, ``benchmark``, ``explain`` and ``shard`` to
+    ``calibrate``, ``export``, ``benchmark``, ``explain``, ``shard`` and ``package`` to
     :func:`lightning_cv.cli.deploy.run_deploy_command`. Bad input
     (``ValueError``, ``TypeError``, ``OSError`` such as a missing file or a failed download, an export failure, a
     Trainer setting the machine cannot run) is one line on stderr and exit code 2; argument errors exit with 2

@@ -192,6 +192,9 @@ class ImageDataModule(LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.predict_files: list[str] = []
         self._checked = False
+        #: what the setup checks found: ``image_check`` and ``bad_files`` (unusable files skipped),
+        #: ``leakage_check`` and ``leaks`` (images in more than one split); a count is ``None`` when not checked
+        self.check_results: dict[str, Any] = {}
         self._mixer: BatchMixer | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
@@ -437,9 +440,12 @@ class ImageDataModule(LightningDataModule):
     def _run_checks(self) -> None:
         hp = self._hp
         facts = self._scan_files() if self._checks_wanted() else {}
+        self.check_results = {"image_check": hp.image_check, "bad_files": None, "leakage_check": hp.leakage_check,
+                              "leaks": None}  # fmt: skip
         if hp.image_check != "none":
             problems = {path: f.problem(hp.max_image_pixels) for path, f in facts.items()}
             bad = [BadImageError(path, reason) for path, reason in problems.items() if reason is not None]
+            self.check_results["bad_files"] = len(bad)
             if bad:
                 listing = "\n".join(f"  {err.path}: {err.reason}" for err in bad[:50])
                 more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
@@ -462,6 +468,7 @@ class ImageDataModule(LightningDataModule):
                 digests={path: f.digest for path, f in facts.items() if f.digest is not None},
                 perceptual_hashes={path: f.phash for path, f in facts.items() if f.phash is not None},
             )
+            self.check_results["leaks"] = len(leaks)
             if leaks:
                 listing = "\n".join(f"  {leak}" for leak in leaks[:50])
                 message = (
@@ -481,9 +488,13 @@ class ImageDataModule(LightningDataModule):
         from lightning_cv.data.shard_reader import shard_leaks
 
         self._checked = True
+        # bad samples in shards and datasets are found as they are read (skipped and counted), not at setup
+        self.check_results = {"image_check": "none", "bad_files": None, "leakage_check": self._hp.leakage_check,
+                              "leaks": None}  # fmt: skip
         if self._hp.leakage_check == "off" or len(self._shards) < 2:
             return
         leaks = shard_leaks(self._shards) if data_source(self._hp) == "shards" else hf_leaks(self._shards)
+        self.check_results["leaks"] = len(leaks)
         if not leaks:
             return
         shown = "\n".join(f"  {a}:{x} == {b}:{y}" for a, x, b, y in leaks[:10])

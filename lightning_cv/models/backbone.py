@@ -13,6 +13,7 @@ import timm
 from torch import nn
 
 from lightning_cv.data.config import DataConfig
+from lightning_cv.models.model_folder import FolderModel, check_architecture, is_model_folder_source, read_model_folder
 from lightning_cv.models.weights import load_pretrained_file
 
 __all__ = ["check_backbone_name", "create_backbone", "resolve_data_config"]
@@ -46,7 +47,7 @@ def create_backbone(
     name: str,
     *,
     num_classes: int,
-    pretrained: bool | str = False,
+    pretrained: bool | str | FolderModel = False,
     drop_rate: float = 0.0,
     backbone_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
@@ -57,7 +58,9 @@ def create_backbone(
             (``"vit_small_patch16_224.augreg_in21k"``).
         num_classes: size of the new classification head.
         pretrained: ``True`` downloads timm's default weights for ``name`` (or reads them from the Hugging Face cache),
-            a path loads a local ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict, ``False`` starts from random
+            a path loads a local ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict, a model folder (a local
+            folder, ``"hf-hub:org/name"`` or its :class:`~lightning_cv.models.model_folder.FolderModel`, read
+            already) loads its ``model.safetensors`` after checking its architecture, ``False`` starts from random
             weights and makes no network call.
         drop_rate: dropout before the classification head.
         backbone_kwargs: passed through to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
@@ -71,12 +74,20 @@ def create_backbone(
     check_backbone_name(name)
     if isinstance(pretrained, os.PathLike):
         pretrained = os.fspath(pretrained)
+    if isinstance(pretrained, str) and is_model_folder_source(pretrained):
+        pretrained = read_model_folder(pretrained)
+    if isinstance(pretrained, FolderModel):
+        check_architecture(name, pretrained)
+        pretrained = str(pretrained.weights)
     if isinstance(pretrained, str):
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
         load_pretrained_file(model, pretrained)
         return model
     if not isinstance(pretrained, bool):
-        raise TypeError(f"Expected argument `pretrained` to be a bool or a file path, but got {pretrained!r}.")
+        raise TypeError(
+            f"Expected argument `pretrained` to be a bool, a weights file, a model folder or 'hf-hub:org/name', but "
+            f"got {pretrained!r}."
+        )
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
     try:

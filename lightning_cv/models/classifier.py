@@ -56,6 +56,7 @@ from lightning_cv.models.freezing import (
 )
 from lightning_cv.models.loss_weights import resolve_loss_weights
 from lightning_cv.models.metrics import build_metrics, confusion_matrix_image, per_class_rows
+from lightning_cv.models.model_folder import is_model_folder_source, match_head_to_classes, read_model_folder
 from lightning_cv.models.multilabel_metrics import MultilabelMetrics
 from lightning_cv.models.per_class_report import report_per_class
 from lightning_cv.models.thresholds import DecisionThresholds, check_thresholds
@@ -83,7 +84,10 @@ class ImageClassifier(DecisionRules, LightningModule):
         num_classes: number of classes (at least 2); required (the command line fills it in from the data).
         backbone: a timm model name (``timm.list_models()``), optionally with a pretrained tag.
         pretrained: ``True`` for timm's pretrained weights (downloaded once, then cached), a path to a local
-            ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict or checkpoint, or ``False`` for random weights.
+            ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict or checkpoint, a model folder written by
+            ``lightning-cv package`` or timm's ``save_for_hf`` (a local folder, or ``"hf-hub:org/name"``: its label
+            names are reused when the classes match, its head rows reordered when they come in another order), or
+            ``False`` for random weights.
         backbone_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
         drop_rate: dropout before the classification head.
         class_names: names of the classes in label order; predictions and checkpoints carry them.
@@ -195,13 +199,17 @@ class ImageClassifier(DecisionRules, LightningModule):
 
         self._optimizer_spec = optimizer
         assert num_classes is not None  # checked above; narrows the type
+        # a model folder (local, or hf-hub:org/name) is read once: its weights, and the label names its head has
+        folder = read_model_folder(pretrained) if is_model_folder_source(pretrained) else None
         self.model = create_backbone(
             backbone,
             num_classes=num_classes,
-            pretrained=pretrained,
+            pretrained=folder or pretrained,
             drop_rate=drop_rate,
             backbone_kwargs=backbone_kwargs,
         )
+        if folder is not None:
+            self.hparams["class_names"] = match_head_to_classes(self.model, folder, class_names)
         #: the backbone's pretrained input size, mean, std, interpolation and crop (``data_config.input_size`` ...)
         self.data_config: DataConfig = resolve_data_config(self.model, backbone_kwargs)
         self.example_input_array = torch.zeros(1, *self.data_config.input_size)
