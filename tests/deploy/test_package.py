@@ -216,7 +216,7 @@ def test_hostile_model_folders_are_refused_or_read_as_data(packaged, tmp_path):
             read_model_folder(bad)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="is not a model folder: it has no config.json"):
+    with pytest.raises(ValueError, match=r"is not a model folder: it has no config\.json"):
         ImageClassifier(backbone="test_resnet", pretrained=str(empty), num_classes=6)
 
 
